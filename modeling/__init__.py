@@ -1,0 +1,20 @@
+"""The detector: a timm backbone inside transformers' `TimmWrapperForImageClassification`."""
+from .detector import (
+    DEFAULT_LABELS,
+    apply_temperature,
+    build_detector,
+    get_calibration,
+    load_detector,
+    save_detector,
+    set_calibration,
+)
+
+__all__ = [
+    "DEFAULT_LABELS",
+    "apply_temperature",
+    "build_detector",
+    "get_calibration",
+    "load_detector",
+    "save_detector",
+    "set_calibration",
+]

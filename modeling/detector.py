@@ -1,0 +1,222 @@
+"""Build, save and load the real/fake detector.
+
+Why transformers' own `TimmWrapperForImageClassification` and not a class of ours: it ships with
+transformers, so `pipeline("image-classification")` and `AutoModelForImageClassification` load our folders
+with no `trust_remote_code`, and its config.json is timm's own format (`architecture`, `num_classes`,
+`label_names`, `pretrained_cfg`), so `timm.create_model("local-dir:...")` / `"hf-hub:..."` load the very same
+folder. A class of our own would need remote code on the Hub and a second weight layout for timm.
+
+Two details make one folder serve both libraries:
+- weights are saved with timm's key names (no `timm_model.` prefix); transformers adds the prefix back on load,
+  as it does for every `timm/...` Hub checkpoint;
+- `model_args` is written as `{}`: timm 1.0.31 crashes on the `null` transformers writes by default.
+
+Calibration (temperature, decision threshold) lives in `config.calibration`, a plain dict that transformers
+round-trips and timm ignores. The temperature is also folded into the classifier (logits / T), so every loader
+(pipeline, AutoModel, timm) returns calibrated probabilities without knowing about it.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from pathlib import Path
+from urllib.parse import urlparse
+
+import timm
+import torch
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from transformers import (
+    AutoModelForImageClassification,
+    TimmWrapperConfig,
+    TimmWrapperForImageClassification,
+    TimmWrapperImageProcessor,
+)
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_LABELS = ("real", "fake")
+# The seed recipe fine-tunes the FCMAE-pretrained, ImageNet-1k fine-tuned ConvNeXtV2 weights.
+PREFERRED_PRETRAINED_TAG = "fcmae_ft_in1k"
+# Evaluation preprocessing of the seed at 256 px: short side to 288, centre crop 256. Scaled with image_size.
+EVAL_RESIZE_RATIO = 288 / 256
+# Keys of timm's pretrained_cfg that describe where the *base* weights came from or other resolutions; they would
+# mislead anyone reading a fine-tuned detector's config (and timm would try to fetch the base weights).
+_BASE_SOURCE_KEYS = ("url", "hf_hub_id", "hf_hub_filename", "file", "state_dict", "source",
+                     "test_input_size", "test_crop_pct", "min_input_size", "tag")
+
+
+class PretrainedWeightsUnavailable(RuntimeError):
+    """The backbone's pretrained weights could not be fetched (no network, offline mode, bad path)."""
+
+
+def _pretrained_name(architecture: str) -> str:
+    """timm model name with the pretrained tag the seed used, if timm has it for this architecture."""
+    if "." in architecture:
+        return architecture
+    tagged = f"{architecture}.{PREFERRED_PRETRAINED_TAG}"
+    return tagged if timm.models.get_pretrained_cfg(tagged) is not None else architecture
+
+
+def _hub_reachable(timeout: float = 5.0) -> bool:
+    """One TCP connect to the Hub endpoint. huggingface_hub retries a dead network for about a minute before
+    failing; a detector that says so at once is friendlier. Behind a proxy we cannot tell, so we let it try."""
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    try:
+        with socket.create_connection((url.hostname, url.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _create_backbone(architecture: str, pretrained: bool | str | Path, num_classes: int, **model_kwargs):
+    """Returns (timm model, name of the base weights or None)."""
+    if pretrained is False or pretrained is None:
+        return timm.create_model(architecture, pretrained=False, num_classes=num_classes, **model_kwargs), None
+
+    if isinstance(pretrained, (str, Path)) and not isinstance(pretrained, bool):
+        path = Path(pretrained)
+        weights = path / "model.safetensors" if path.is_dir() else path
+        if not weights.is_file():
+            raise PretrainedWeightsUnavailable(
+                f"pretrained={str(pretrained)!r}: no weights file found there (expected a timm .safetensors file "
+                "or a folder holding model.safetensors). Pass pretrained=False for a random initialisation."
+            )
+        model = timm.create_model(architecture, pretrained=True, num_classes=num_classes,
+                                  pretrained_cfg_overlay=dict(file=str(weights)), **model_kwargs)
+        return model, str(weights)
+
+    name = _pretrained_name(architecture)
+    hub_id = timm.models.get_pretrained_cfg(name).hf_hub_id if timm.models.get_pretrained_cfg(name) else None
+    advice = ("Pass pretrained=False for a random initialisation (--pretrained false on the command line), "
+              "or pretrained='<path>' to a local copy of the weights (a timm .safetensors file or a folder "
+              "holding model.safetensors).")
+    cached = False
+    if hub_id:
+        from huggingface_hub import try_to_load_from_cache
+        cached = isinstance(try_to_load_from_cache(hub_id, "model.safetensors"), str)
+    if not cached and not _hub_reachable():
+        raise PretrainedWeightsUnavailable(
+            f"Cannot fetch the pretrained weights '{hub_id or name}' for {architecture}: the Hugging Face Hub is "
+            f"not reachable from here and they are not in the local cache. {advice}")
+    try:
+        model = timm.create_model(name, pretrained=True, num_classes=num_classes, **model_kwargs)
+    except (OSError, RuntimeError) as e:  # offline mode, HTTP errors, missing files
+        raise PretrainedWeightsUnavailable(
+            f"Could not load the pretrained weights '{hub_id or name}' for {architecture}: {e}. {advice}") from e
+    return model, hub_id or name
+
+
+def _detector_pretrained_cfg(model: torch.nn.Module, image_size: int, num_classes: int, base: str | None) -> dict:
+    cfg = {k: v for k, v in model.pretrained_cfg.items() if k not in _BASE_SOURCE_KEYS and v is not None}
+    if base is None:
+        cfg.pop("license", None)  # random weights inherit no license from timm's registry entry
+    scale_size = round(image_size * EVAL_RESIZE_RATIO)
+    cfg.update(
+        input_size=(3, image_size, image_size),
+        crop_pct=image_size / scale_size,  # timm's eval transform resizes the short side to size / crop_pct
+        crop_mode="center",
+        interpolation="bicubic",
+        mean=tuple(IMAGENET_DEFAULT_MEAN),
+        std=tuple(IMAGENET_DEFAULT_STD),
+        num_classes=num_classes,
+        fixed_input_size=False,
+    )
+    return cfg
+
+
+def build_detector(
+    architecture: str = "convnextv2_base",
+    pretrained: bool | str | Path = True,
+    image_size: int = 256,
+    labels: tuple[str, ...] | list[str] = DEFAULT_LABELS,
+    **model_kwargs,
+) -> TimmWrapperForImageClassification:
+    """A transformers image classifier around `timm.create_model(architecture)`.
+
+    pretrained: True takes timm's Hub weights (`timm/<arch>.fcmae_ft_in1k` where it exists); a path takes a local
+    timm weights file or folder; False initialises at random. The classifier is always new, sized to `labels`.
+    model_kwargs go to `timm.create_model` (e.g. drop_path_rate) and are stored so the folder rebuilds the same net.
+    """
+    labels = list(labels)
+    backbone, base = _create_backbone(architecture, pretrained, len(labels), **model_kwargs)
+    config = TimmWrapperConfig(
+        architecture=architecture.split(".")[0],
+        pretrained_cfg=_detector_pretrained_cfg(backbone, image_size, len(labels), base),
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={name: i for i, name in enumerate(labels)},
+        model_args=dict(model_kwargs),
+    )
+    config.base_model = base
+    config.calibration = {"temperature": 1.0, "threshold": 0.5}
+    model = TimmWrapperForImageClassification(config)
+    model.timm_model.load_state_dict(backbone.state_dict())
+    return model
+
+
+def image_processor_for(model: TimmWrapperForImageClassification) -> TimmWrapperImageProcessor:
+    return TimmWrapperImageProcessor(pretrained_cfg=model.config.pretrained_cfg)
+
+
+def save_detector(model: TimmWrapperForImageClassification, folder: str | Path, **save_kwargs) -> Path:
+    """save_pretrained in a form that transformers and timm both load: safetensors with timm's key names and
+    `model_args: {}`."""
+    folder = Path(folder)
+    if model.config.model_args is None:
+        model.config.model_args = {}
+    prefix = f"{model.base_model_prefix}."
+    state_dict = {k.removeprefix(prefix): v for k, v in model.state_dict().items()}
+    # The preprocessing needs no file of its own: TimmWrapperImageProcessor reads config.json's pretrained_cfg.
+    model.save_pretrained(folder, state_dict=state_dict, safe_serialization=True, **save_kwargs)
+    return folder
+
+
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+
+
+def load_detector(name_or_path: str | Path, **kwargs) -> TimmWrapperForImageClassification:
+    """Load a detector folder or Hub repo; safetensors only. A folder whose weights are only pickles is refused
+    before anything unpickles them: a pickle can run arbitrary code when loaded."""
+    path = Path(name_or_path)
+    if path.is_dir() and not any(path.glob("*.safetensors")):
+        pickles = sorted(p.name for p in path.iterdir() if p.suffix in _PICKLE_SUFFIXES)
+        raise ValueError(
+            f"{path} holds no safetensors weights{' (found pickle files: ' + ', '.join(pickles) + ')' if pickles else ''}."
+            " Only safetensors are loaded, because a pickle can execute code when loaded. Convert trusted weights "
+            "with safetensors.torch.save_file.")
+    return AutoModelForImageClassification.from_pretrained(str(name_or_path), use_safetensors=True, **kwargs)
+
+
+def fake_index(config) -> int:
+    return int(config.label2id.get("fake", config.num_labels - 1))
+
+
+def get_calibration(config) -> dict:
+    cal = {"temperature": 1.0, "threshold": 0.5}
+    cal.update(getattr(config, "calibration", None) or {})
+    return cal
+
+
+def set_calibration(model, **fields) -> dict:
+    cal = get_calibration(model.config)
+    cal.update(fields)
+    model.config.calibration = cal
+    return cal
+
+
+@torch.no_grad()
+def apply_temperature(model: TimmWrapperForImageClassification, temperature: float) -> dict:
+    """Fold logits / temperature into the classifier so every loader gets calibrated probabilities.
+    Composes with an earlier fold: the stored temperature is the total one."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    head = model.timm_model.get_classifier()
+    head.weight.div_(temperature)
+    if head.bias is not None:
+        head.bias.div_(temperature)
+    return set_calibration(model, temperature=get_calibration(model.config)["temperature"] * temperature)
