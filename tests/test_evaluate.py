@@ -1,0 +1,117 @@
+"""The evaluation CLI end to end on tiny generated folders and a tiny saved detector."""
+import csv
+import json
+import shutil
+
+import pytest
+from conftest import TINY_ARCH, TINY_SIZE, make_image, make_image_folder
+from PIL import Image
+
+from modeling import build_detector, get_calibration, load_detector
+from train.evaluate import class_targets, eval_transform, main
+from train.metrics import METRIC_KEYS
+from train.perturbations import PERTURBATIONS
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _metadata_folder(root):
+    """An imagefolder with metadata.csv: 4 reals from two sources, fakes from two generators (3 + 2)."""
+    rows = []
+    for i, source in enumerate(["photos", "photos", "faces", "faces"]):
+        make_image(root / "real" / f"r{i}.jpg", 100 + i)
+        rows.append((f"real/r{i}.jpg", "real", source, "none"))
+    for i, generator in enumerate(["sd3", "sd3", "sd3", "gan", "gan"]):
+        make_image(root / "fake" / f"f{i}.jpg", 200 + i, fake=True)
+        rows.append((f"fake/f{i}.jpg", "fake", "gen-set", generator))
+    with open(root / "metadata.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["file_name", "label", "source", "generator"])
+        writer.writerows(rows)
+    return root
+
+
+def test_cli_writes_results_plots_and_stores_calibration(tmp_path, tiny_detector_dir, image_folder):
+    model_dir = shutil.copytree(tiny_detector_dir, tmp_path / "model")  # calibration re-saves it in place
+    cal_dir = make_image_folder(tmp_path / "val", n_per_class=6, seed=1)
+    out = tmp_path / "eval"
+    main(["--model", str(model_dir), "--data_dir", str(image_folder), "--output_dir", str(out), "--robustness",
+          "--fit_temperature", "--calibration_dir", str(cal_dir), "--target_fpr", "0.2", "--num_workers", "0",
+          "--batch_size", "5"])
+
+    results = json.loads((out / "results.json").read_text())
+    for key in ("overall", "by_source", "by_generator", "robustness", "calibration", "model", "data"):
+        assert key in results, key
+    assert set(results["overall"]) == set(METRIC_KEYS)
+    assert results["overall"]["n"] == 12 and results["data"]["n_real"] == results["data"]["n_fake"] == 6
+    assert list(results["robustness"]) == list(PERTURBATIONS)
+    assert all(set(m) == set(METRIC_KEYS) and m["n"] == 12 for m in results["robustness"].values())
+
+    cal = results["calibration"]
+    assert {"temperature", "threshold", "target_fpr", "fitted_on", "ece_before", "ece_after"} <= set(cal)
+    assert cal["calibration_set"]["fpr"] <= 0.2
+    assert cal["calibration_set"]["nll_after"] <= cal["calibration_set"]["nll_before"] + 1e-9
+    stored = get_calibration(load_detector(model_dir).config)
+    assert stored["temperature"] == pytest.approx(cal["temperature"])
+    assert stored["threshold"] == pytest.approx(cal["threshold"]) == pytest.approx(results["model"]["threshold"])
+    assert stored["target_fpr"] == 0.2 and stored["fitted_on"] == str(cal_dir)
+
+    md = (out / "results.md").read_text()
+    for heading in ("## Overall", "## By source", "## By generator", "## Robustness", "## Calibration"):
+        assert heading in md
+    assert all(name in md for name in PERTURBATIONS)
+    for png in ("roc.png", "scores.png", "reliability.png"):
+        assert (out / png).read_bytes()[:8] == PNG_MAGIC
+
+
+def test_grouping_by_source_and_generator_counts(tmp_path, tiny_detector_dir):
+    data = _metadata_folder(tmp_path / "data")
+    out = tmp_path / "eval"
+    results = main(["--model", str(tiny_detector_dir), "--data_dir", str(data), "--output_dir", str(out),
+                    "--num_workers", "0"])
+    assert {s: m["n"] for s, m in results["by_source"].items()} == {"faces": 2, "gen-set": 5, "photos": 2}
+    assert {g: m["n"] for g, m in results["by_generator"].items()} == {"gan": 2, "none": 4, "sd3": 3}
+    # A generator's fakes against all 4 reals.
+    assert {g: m["n"] for g, m in results["by_generator_vs_real"].items()} == {"gan": 6, "sd3": 7}
+    (tn, fp), (fn, tp) = results["by_generator"]["sd3"]["confusion_matrix"]
+    assert (tn, fp, fn + tp) == (0, 0, 3)
+    assert results["by_generator"]["sd3"]["roc_auc"] is None  # one class: undefined, not an error
+    assert json.loads((out / "results.json").read_text())["data"]["generators"] == {"gan": 2, "none": 4, "sd3": 3}
+    assert "calibration" not in results and "robustness" not in results
+
+
+def test_two_data_dirs_are_pooled(tmp_path, tiny_detector_dir):
+    a = make_image_folder(tmp_path / "a", n_per_class=2, seed=3)
+    b = make_image_folder(tmp_path / "b", n_per_class=3, seed=4)
+    results = main(["--model", str(tiny_detector_dir), "--data_dir", str(a), "--data_dir", str(b),
+                    "--output_dir", str(tmp_path / "eval"), "--num_workers", "0"])
+    assert results["overall"]["n"] == 10
+    assert {s: m["n"] for s, m in results["by_source"].items()} == {"a": 4, "b": 6}
+
+
+@pytest.mark.parametrize("calibration_subdir", ["", "fake"])
+def test_fitting_on_the_evaluation_folder_is_refused(tmp_path, tiny_detector_dir, image_folder, calibration_subdir):
+    with pytest.raises(ValueError, match="Refusing"):
+        main(["--model", str(tiny_detector_dir), "--data_dir", str(image_folder), "--output_dir",
+              str(tmp_path / "eval"), "--fit_temperature", "--calibration_dir",
+              str(image_folder / calibration_subdir), "--num_workers", "0"])
+    assert not (tmp_path / "eval" / "results.json").exists()
+
+
+def test_fit_temperature_needs_a_calibration_folder(tmp_path, tiny_detector_dir, image_folder):
+    with pytest.raises(SystemExit):
+        main(["--model", str(tiny_detector_dir), "--data_dir", str(image_folder), "--output_dir",
+              str(tmp_path / "eval"), "--fit_temperature"])
+
+
+def test_eval_transform_is_the_models_own(tiny_detector_dir):
+    # After loading, timm_model.pretrained_cfg holds timm's 224-px defaults; the detector's config says 32 px.
+    model = load_detector(tiny_detector_dir)
+    x = eval_transform(model)(Image.new("RGB", (70, 50), (120, 30, 200)))
+    assert tuple(x.shape) == (3, TINY_SIZE, TINY_SIZE)
+    assert x[0].mean().item() == pytest.approx((120 / 255 - 0.485) / 0.229, abs=1e-4)  # ImageNet normalisation
+
+
+def test_class_targets_follow_the_models_label_order():
+    model = build_detector(TINY_ARCH, pretrained=False, image_size=TINY_SIZE, labels=("fake", "real"))
+    assert class_targets([0, 1, 1], model.config).tolist() == [1, 0, 0]

@@ -1,0 +1,79 @@
+"""Post-hoc calibration: temperature scaling (Guo et al., 2017) and a decision threshold for a target false-positive
+rate, both fitted on a held-out folder (never the one being evaluated) and stored in the model's config.
+
+Temperature scaling divides the logits by one scalar T chosen to minimise the negative log-likelihood; it changes
+the probabilities but never the ranking, so AUC is untouched and only ECE/NLL (and the meaning of 0.5) move.
+The threshold is then chosen on the calibrated probabilities of the folder's real images, so that at most
+`target_fpr` of them are flagged as fake: a bound on the false accusations a user of the detector will see.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+
+from modeling import apply_temperature, set_calibration
+
+logger = logging.getLogger(__name__)
+
+# T outside this range would mean the model is broken, not mis-calibrated.
+TEMPERATURE_BOUNDS = (0.05, 20.0)
+
+
+def nll(logits, targets, temperature: float = 1.0) -> float:
+    """Mean negative log-likelihood of softmax(logits / temperature) at the target class indices."""
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    z = z - z.max(axis=1, keepdims=True)
+    log_probs = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return float(-log_probs[np.arange(len(z)), np.asarray(targets, dtype=int)].mean())
+
+
+def fit_temperature(logits, targets) -> float:
+    """The temperature minimising NLL. One-dimensional and smooth, so a bounded Brent search over log T suffices."""
+    lo, hi = np.log(TEMPERATURE_BOUNDS)
+    result = minimize_scalar(lambda log_t: nll(logits, targets, np.exp(log_t)), bounds=(lo, hi), method="bounded",
+                             options={"xatol": 1e-5})
+    temperature = float(np.exp(result.x))
+    if not TEMPERATURE_BOUNDS[0] * 1.01 < temperature < TEMPERATURE_BOUNDS[1] / 1.01:
+        logger.warning("Fitted temperature %.3g is at the search bound %s: the scores carry almost no information "
+                       "about the labels (an untrained model?) or the labels are perfectly separated.",
+                       temperature, TEMPERATURE_BOUNDS)
+    return temperature
+
+
+def threshold_for_fpr(labels, fake_probs, target_fpr: float = 0.05) -> float:
+    """A threshold (predict fake when p >= threshold) that flags at most `target_fpr` of the reals (label 0).
+
+    It sits halfway between the highest real score that must stay below it and the next higher score in the set,
+    so on this folder it behaves like the tightest such threshold but does not flip with float noise from a rerun.
+    """
+    labels = np.asarray(labels, dtype=int)
+    probs = np.asarray(fake_probs, dtype=np.float64)
+    reals = np.sort(probs[labels == 0])[::-1]
+    if reals.size == 0:
+        raise ValueError("choosing a threshold for a false-positive rate needs real images (label 0)")
+    allowed = int(np.floor(target_fpr * reals.size + 1e-9))  # reals allowed at or above the threshold
+    if allowed >= reals.size:
+        return 0.0
+    below = reals[allowed]  # the highest real score that must fall below the threshold
+    above = probs[probs > below]
+    return float((below + above.min()) / 2) if above.size else float((below + 1.0) / 2)
+
+
+def check_not_evaluated(calibration_dir: str | Path, data_dirs: list[str | Path]) -> None:
+    """Refuse a calibration folder that is, contains or lies inside an evaluation folder: fitting on the data
+    being measured would make the reported calibration and false-positive rate look better than they are."""
+    cal = Path(calibration_dir).resolve()
+    for d in data_dirs:
+        d = Path(d).resolve()
+        if cal == d or d in cal.parents or cal in d.parents:
+            raise ValueError(f"Refusing to fit calibration on {calibration_dir}: it overlaps the evaluation folder "
+                             f"{d}. Fit on a held-out validation folder (e.g. the val split), never on the test data.")
+
+
+def calibrate(model, temperature: float, threshold: float, target_fpr: float, fitted_on: str) -> dict:
+    """Fold the temperature into the model's classifier and record the calibration in its config."""
+    apply_temperature(model, temperature)
+    return set_calibration(model, threshold=threshold, target_fpr=target_fpr, fitted_on=fitted_on)
