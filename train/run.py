@@ -1,0 +1,276 @@
+"""Train (or continue training) the real/fake detector.
+
+    python train/run.py [config.yaml|config.json] [--flag value ...]
+
+Arguments are three dataclasses parsed by HfArgumentParser: ModelArguments, DataArguments below and
+DetectorTrainingArguments (every transformers TrainingArguments flag, with the seed recipe's defaults). A config
+file holds the same keys; flags given after it override it. Folders go on the command line (--train_dirs,
+--validation_dirs, --rehearsal_sources); Hub datasets and per-source settings (augmentation profile, cap,
+label mapping, streaming) go in a config file as source dicts (see train/data.py's SourceSpec and
+train/configs/).
+
+One script serves both phases: phase 1 builds the model from a timm architecture; the continual phase starts
+from a trained detector (--init_from) and replays old sources (--rehearsal_sources, --rehearsal_ratio).
+Distributed: `torchrun --nproc_per_node=N train/run.py ...` or `accelerate launch train/run.py ...`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import transformers
+import yaml
+from transformers import HfArgumentParser
+from transformers.trainer_utils import IntervalStrategy
+
+if __package__ in (None, ""):
+    # Run as a script, Python puts train/ first on sys.path, where train/evaluate.py would shadow the `evaluate`
+    # library. Put the repository root there instead, so `train.*` and `modeling` import as packages.
+    _here = Path(__file__).resolve().parent
+    sys.path[:] = [str(_here.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _here]
+
+from modeling import build_detector, get_calibration, load_detector, save_detector  # noqa: E402
+from modeling.detector import EVAL_RESIZE_RATIO, fake_index  # noqa: E402
+from train.data import IGNORE_INDEX, DataLimits, SourceSpec, build_eval_data, build_training_data, collate  # noqa: E402
+from train.metrics import fake_probs_from_logits, load_detection_metric  # noqa: E402
+from train.trainer import DetectorTrainer, DetectorTrainingArguments  # noqa: E402
+from train.transforms import build_eval_transform, build_train_transform, data_config, get_profile  # noqa: E402
+
+logger = logging.getLogger("train.run")
+CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str = field(default="convnextv2_base", metadata={
+        "help": "timm architecture of a new detector (phase 1), or a saved detector folder / Hub repo"})
+    pretrained: str = field(default="true", metadata={
+        "help": "Backbone weights of a new detector: true (timm's Hub weights), false (random), or a path"})
+    image_size: int | None = field(default=None, metadata={
+        "help": "Training crop; evaluation resizes to size*288/256 and centre-crops size. Default: 256 for a new "
+                "detector, the saved model's size otherwise"})
+    drop_path_rate: float | None = field(default=None, metadata={"help": "Stochastic depth of a new detector"})
+    init_from: str | None = field(default=None, metadata={
+        "help": "Continual phase: start from this trained detector (folder or Hub repo) instead of a new one"})
+
+
+@dataclass
+class DataArguments:
+    train_dirs: list[str] = field(default_factory=list, metadata={"help": "Training image folders"})
+    validation_dirs: list[str] = field(default_factory=list, metadata={"help": "Validation image folders"})
+    test_dirs: list[str] = field(default_factory=list, metadata={"help": "Test image folders (scored at the end)"})
+    train_sources: list[str] = field(default_factory=list, metadata={
+        "help": "Training sources: folders, or (in a config file) dicts with path/hub, profile, max_samples, ..."})
+    validation_sources: list[str] = field(default_factory=list, metadata={"help": "Like train_sources"})
+    test_sources: list[str] = field(default_factory=list, metadata={"help": "Like train_sources"})
+    rehearsal_sources: list[str] = field(default_factory=list, metadata={
+        "help": "Continual phase: the old sources to replay (folders, or dicts in a config file)"})
+    rehearsal_ratio: float = field(default=8.0, metadata={
+        "help": "Replayed old images per new image each epoch (the seed's new:replay = 1:8)"})
+    train_profile: str = field(default="train", metadata={
+        "help": "Augmentation profile of sources that name none: train, light, continual or native"})
+    max_samples_per_source: int | None = field(default=None, metadata={
+        "help": "Cap on the samples of each training source that sets none"})
+    max_eval_samples_per_source: int | None = field(default=None, metadata={
+        "help": "Cap on the samples of each validation/test source that sets none"})
+    max_image_pixels: int = field(default=64_000_000, metadata={
+        "help": "Images with more pixels are skipped as bad files (decompression bombs)"})
+
+
+def parse_args(argv: list[str] | None = None):
+    """(ModelArguments, DataArguments, DetectorTrainingArguments) from an optional config file + flags."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = HfArgumentParser((ModelArguments, DataArguments, DetectorTrainingArguments))
+    if argv and argv[0].endswith(CONFIG_SUFFIXES):
+        text = Path(argv.pop(0)).read_text()
+        config = json.loads(text) if text.lstrip().startswith("{") else yaml.safe_load(text)
+        known = {action.dest for action in parser._actions}
+        if unknown := sorted(set(config) - known):
+            raise ValueError(f"unknown keys in the config file: {unknown}")
+        for action in parser._actions:  # values from the file satisfy required flags; flags still override
+            if action.dest in config:
+                action.required = False
+        # argparse uses defaults as given (a list of dicts stays one); string defaults go through the flag's type
+        parser.set_defaults(**config)
+    return parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
+
+
+def _bool_or_path(value) -> bool | str:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip()
+    return {"true": True, "false": False, "yes": True, "no": False}.get(text.lower(), text)
+
+
+def source_specs(dirs: list[str], sources: list, **defaults) -> list[SourceSpec]:
+    return [SourceSpec.parse(s, **defaults) for s in [*dirs, *sources]]
+
+
+def build_model(model_args: ModelArguments):
+    """A new detector from a timm architecture, or a saved one (continual phase)."""
+    start = model_args.init_from or model_args.model_name_or_path
+    if model_args.init_from or Path(start, "config.json").is_file():
+        model = load_detector(start)
+        if model_args.image_size and model_args.image_size != model.config.pretrained_cfg["input_size"][-1]:
+            size = model_args.image_size  # ConvNeXt takes any size: only the recorded preprocessing changes
+            model.config.pretrained_cfg.update(input_size=(3, size, size),
+                                               crop_pct=size / round(size * EVAL_RESIZE_RATIO))
+        return model
+    kwargs = {} if model_args.drop_path_rate is None else {"drop_path_rate": model_args.drop_path_rate}
+    return build_detector(start, pretrained=_bool_or_path(model_args.pretrained),
+                          image_size=model_args.image_size or 256, **kwargs)
+
+
+def make_compute_metrics(source_names: list[str], fake_idx: int, threshold: float):
+    """Trainer hook: overall and per-source detection metrics through the project's `evaluate` module.
+    Keys are flat scalars (what TensorBoard takes): accuracy, ..., tn/fp/fn/tp, and '<source>/<metric>'."""
+    metric = load_detection_metric(keep_in_memory=True)  # in memory: no cache files shared between DDP ranks
+
+    def scalars(result: dict, prefix: str = "") -> dict:
+        (tn, fp), (fn, tp) = result.pop("confusion_matrix")
+        result.update(tn=tn, fp=fp, fn=fn, tp=tp)
+        return {f"{prefix}{k}": v for k, v in result.items() if v is not None}
+
+    def compute_metrics(prediction) -> dict:
+        labels, source_ids = (np.asarray(a) for a in prediction.label_ids)
+        valid = labels != IGNORE_INDEX
+        probs = fake_probs_from_logits(prediction.predictions, fake_idx)
+        out = scalars(metric.compute(predictions=probs[valid], references=labels[valid], threshold=threshold))
+        for sid in np.unique(source_ids[valid]):
+            group = valid & (source_ids == sid)
+            out.update(scalars(metric.compute(predictions=probs[group], references=labels[group],
+                                              threshold=threshold), prefix=f"{source_names[sid]}/"))
+        out["skipped_images"] = int((~valid).sum())
+        return out
+
+    return compute_metrics
+
+
+def push(output_dir: str, training_args) -> None:
+    """Upload the saved detector through the project's hub.push (model card from the evaluation results)."""
+    repo_id = training_args.hub_model_id or Path(output_dir).name
+    try:
+        from hub.push import push as hub_push
+    except ImportError:
+        hub_push = None
+    if hub_push is not None:
+        hub_push(output_dir, repo_id, private=bool(training_args.hub_private_repo), token=training_args.hub_token,
+                 commit_message="Upload detector trained with train/run.py")
+        return
+    # Fallback until hub/push.py exists: the folder as saved by save_detector (not the Trainer's own save,
+    # whose prefixed weight names timm cannot load) with transformers' model card.
+    from huggingface_hub import HfApi
+
+    logger.warning("hub.push is not available: uploading %s with the Trainer's model card", output_dir)
+    api = HfApi(token=training_args.hub_token)
+    api.create_repo(repo_id, private=bool(training_args.hub_private_repo), exist_ok=True)
+    api.upload_folder(repo_id=repo_id, folder_path=output_dir, commit_message="Upload detector",
+                      ignore_patterns=["checkpoint-*", "runs/*", "*.pt", "*.pth", "*.bin"])
+
+
+def main(argv: list[str] | None = None) -> DetectorTrainer:
+    model_args, data_args, training_args = parse_args(argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO,
+                        handlers=[logging.StreamHandler(sys.stdout)])
+    transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
+    transformers.set_seed(training_args.seed)
+    push_to_hub = training_args.push_to_hub
+    training_args.push_to_hub = False  # the Trainer would push every checkpoint; we push the final model once
+
+    # Model: new (phase 1) or trained (continual phase). Its config carries the preprocessing.
+    model = build_model(model_args)
+    cfg = data_config(model)
+    image_size = cfg["input_size"][-1]
+
+    # Data: every source with its own augmentation profile and cap; the replay buffer for the continual phase.
+    limits = DataLimits(max_pixels=data_args.max_image_pixels)
+    train_specs = source_specs(data_args.train_dirs, data_args.train_sources, profile=data_args.train_profile,
+                               max_samples=data_args.max_samples_per_source)
+    rehearsal_specs = source_specs([], data_args.rehearsal_sources, profile=data_args.train_profile,
+                                   max_samples=data_args.max_samples_per_source)
+    eval_defaults = dict(max_samples=data_args.max_eval_samples_per_source)
+    validation_specs = source_specs(data_args.validation_dirs, data_args.validation_sources, **eval_defaults)
+    test_specs = source_specs(data_args.test_dirs, data_args.test_sources, **eval_defaults)
+    if not train_specs:
+        raise ValueError("no training data: pass --train_dirs or train_sources in a config file")
+
+    def make_transform(profile):
+        return build_train_transform(profile, image_size, cfg["mean"], cfg["std"], cfg["interpolation"])
+
+    with training_args.main_process_first(desc="loading data"):
+        train_set, sampler, train_summary = build_training_data(
+            train_specs, make_transform, image_size, training_args.seed, rehearsal_specs,
+            data_args.rehearsal_ratio, limits)
+        eval_transform = build_eval_transform(model)
+        validation = build_eval_data(validation_specs, eval_transform, image_size, training_args.seed, limits)
+        test = build_eval_data(test_specs, eval_transform, image_size, training_args.seed, limits)
+    logger.info("training data: %s", json.dumps(train_summary, default=str))
+    if validation is None and training_args.eval_strategy != "no":
+        logger.info("no validation data: evaluation is off")
+        training_args.eval_strategy = IntervalStrategy.NO
+
+    calibration = get_calibration(model.config)
+    trainer = DetectorTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_set,
+        eval_dataset=validation[0] if validation else None,
+        data_collator=collate,
+        compute_metrics=make_compute_metrics(validation[1], fake_index(model.config), calibration["threshold"])
+        if validation else None,
+    )
+    trainer.train_sampler = sampler
+
+    # The record of the run, written before training so an interrupted run still says what it was.
+    phase = "continual" if (model_args.init_from or rehearsal_specs) else "initial"
+    record = {
+        "phase": phase,
+        "model_args": dataclasses.asdict(model_args),
+        "data_args": dataclasses.asdict(data_args),
+        "training_args": training_args.to_dict(),
+        "epochs": training_args.num_train_epochs,
+        "max_steps": training_args.max_steps,
+        "per_device_train_batch_size": training_args.per_device_train_batch_size,
+        "total_train_batch_size": training_args.per_device_train_batch_size * training_args.world_size
+        * training_args.gradient_accumulation_steps,
+        "image_size": image_size,
+        "data": {**train_summary, "validation": validation[2] if validation else [], "test": test[2] if test else []},
+        "augmentation_profiles": {key: dataclasses.asdict(get_profile(json.loads(key) if key.startswith("{") else key))
+                                  for key in train_summary["profiles"]},
+    }
+    if trainer.is_world_process_zero():
+        Path(training_args.output_dir).mkdir(parents=True, exist_ok=True)
+        Path(training_args.output_dir, "training_config.json").write_text(json.dumps(record, indent=2, default=str))
+
+    resume = training_args.resume_from_checkpoint  # a checkpoint folder, or true: the last one in output_dir
+    train_result = trainer.train(resume_from_checkpoint=_bool_or_path(resume) if resume else None)
+    trainer.log_metrics("train", train_result.metrics)
+    trainer.save_metrics("train", train_result.metrics)
+    trainer.save_state()
+    if trainer.is_world_process_zero():
+        save_detector(trainer.model, training_args.output_dir)
+
+    if validation:
+        metrics = trainer.evaluate()
+        trainer.log_metrics("eval", metrics)
+        trainer.save_metrics("eval", metrics)  # output_dir/eval_results.json
+    if test:
+        trainer.compute_metrics = make_compute_metrics(test[1], fake_index(model.config), calibration["threshold"])
+        metrics = trainer.evaluate(test[0], metric_key_prefix="test")
+        trainer.log_metrics("test", metrics)
+        trainer.save_metrics("test", metrics)
+
+    if push_to_hub and trainer.is_world_process_zero():
+        push(training_args.output_dir, training_args)
+    return trainer
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    main()

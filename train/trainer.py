@@ -1,0 +1,183 @@
+"""The training recipe as a `transformers.Trainer` subclass and its arguments.
+
+What the subclass changes, and why:
+- Optimizer: AdamW over timm's `param_groups_layer_decay` groups (no weight decay on biases and norms, an
+  `lr_scale` per block). timm's groups only *carry* lr_scale; torch's and transformers' schedulers ignore it, so
+  each group's own lr is set to base_lr * lr_scale here. A LambdaLR then multiplies every group's own initial
+  lr, and the layer decay really happens (the seed's scripts trained every group at the head's LR).
+- Scheduler: linear warmup from `warmup_start_factor` x lr, then cosine down to `eta_min`, per group.
+- Loss: the Trainer's label smoothing; placeholders of unreadable images (label -100) are ignored and counted.
+- Logs: the head's and the earliest group's LR, so the decay is visible in TensorBoard.
+Everything else (AMP and GradScaler, gradient accumulation and clipping, checkpoints with optimizer, scheduler,
+scaler and RNG states, resume, DDP) is the Trainer's own.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Literal
+
+import torch
+from timm.optim import param_groups_layer_decay
+from torch.optim.lr_scheduler import LambdaLR
+from transformers import Trainer, TrainingArguments
+
+from train.data import IGNORE_INDEX
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_mixed_precision(requested: str, cuda: bool, capability: tuple[int, int] | None = None,
+                            bf16_supported: bool = False) -> str:
+    """"fp16", "bf16" or "no" for the hardware at hand.
+
+    auto: fp16 (autocast + GradScaler) on CUDA GPUs of compute capability >= 7 (tensor cores), else fp32.
+    fp16 asked where it cannot help (CPU, older GPUs) falls back to fp32 with a warning, never an error.
+    bf16: on GPUs that support it; on CPU too (torch autocasts to bf16 on CPU); else fp16/fp32 as auto would.
+    """
+    if requested not in ("auto", "no", "fp16", "bf16"):
+        raise ValueError(f"mixed_precision must be auto, no, fp16 or bf16, not {requested!r}")
+    fp16_ok = cuda and capability is not None and capability >= (7, 0)
+    if requested == "no":
+        return "no"
+    if requested == "bf16":
+        if not cuda or bf16_supported:
+            return "bf16"
+        warnings.warn("bf16 is not supported on this GPU; using " + ("fp16" if fp16_ok else "fp32"))
+        return "fp16" if fp16_ok else "no"
+    if requested == "fp16" and not fp16_ok:
+        warnings.warn("fp16 needs a CUDA GPU of compute capability >= 7; training in fp32")
+    return "fp16" if fp16_ok else "no"
+
+
+@dataclass
+class DetectorTrainingArguments(TrainingArguments):
+    """TrainingArguments with the seed recipe's defaults and the recipe's own knobs."""
+
+    layer_decay: float = field(default=0.8, metadata={
+        "help": "LR multiplier per block from the head down (timm's groups); 1 disables layer-wise decay"})
+    eta_min: float = field(default=0.0, metadata={"help": "Lowest LR the cosine reaches (each group)"})
+    warmup_start_factor: float = field(default=0.01, metadata={"help": "Warmup starts at this fraction of the LR"})
+    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = field(default="auto", metadata={
+        "help": "auto: fp16 + GradScaler on CUDA GPUs with compute capability >= 7, fp32 elsewhere. bf16: also "
+                "on CPU. --fp16/--bf16 are read as this too, and never fail on hardware that lacks them."})
+    # The seed recipe as defaults (TrainingArguments' own defaults in brackets).
+    learning_rate: float = field(default=2e-4, metadata={"help": "Head LR (5e-5)"})
+    weight_decay: float = field(default=0.02, metadata={"help": "AdamW weight decay, none on biases/norms (0)"})
+    warmup_steps: float = field(default=0.05, metadata={
+        "help": "Warmup length: a fraction of the training steps if < 1, else a number of steps (0)"})
+    label_smoothing_factor: float = field(default=0.05, metadata={"help": "(0)"})
+    lr_scheduler_type: str = field(default="cosine", metadata={
+        "help": "cosine: the recipe's warmup-from-warmup_start_factor + cosine to eta_min. Any other "
+                "transformers scheduler also keeps the layer decay (linear)"})
+    num_train_epochs: float = field(default=8.0, metadata={"help": "(3)"})
+    per_device_train_batch_size: int = field(default=30, metadata={"help": "(8)"})
+    per_device_eval_batch_size: int = field(default=64, metadata={"help": "(8)"})
+    eval_strategy: str = field(default="epoch", metadata={"help": "(no)"})
+    save_strategy: str = field(default="epoch", metadata={"help": "(steps)"})
+    save_total_limit: int | None = field(default=2, metadata={"help": "(None)"})
+    logging_steps: float = field(default=20, metadata={"help": "(500)"})
+    report_to: None | str | list[str] = field(default="tensorboard", metadata={"help": "(none)"})
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Our collator builds the inputs (True)"})
+    dataloader_num_workers: int = field(default=2, metadata={"help": "(0)"})
+    dataloader_persistent_workers: bool = field(default=True, metadata={"help": "(False)"})
+
+    def __post_init__(self):
+        requested = "fp16" if self.fp16 else "bf16" if self.bf16 else self.mixed_precision
+        cuda = torch.cuda.is_available() and not self.use_cpu
+        chosen = resolve_mixed_precision(
+            requested, cuda, torch.cuda.get_device_capability() if cuda else None,
+            torch.cuda.is_bf16_supported() if cuda else False)
+        self.mixed_precision = chosen
+        self.fp16, self.bf16 = chosen == "fp16", chosen == "bf16"
+        if self.bf16 and not cuda:
+            self.use_cpu = True  # transformers wants it said explicitly for bf16 autocast on CPU
+        if self.dataloader_num_workers == 0:
+            self.dataloader_persistent_workers = False  # torch refuses persistent workers without workers
+        super().__post_init__()
+
+
+def layer_decay_param_groups(model: torch.nn.Module, lr: float, weight_decay: float, layer_decay: float) -> list:
+    """timm's layer-decay groups with each group's lr set to lr * lr_scale (lr_scale is kept for reference)."""
+    groups = param_groups_layer_decay(model, weight_decay=weight_decay, layer_decay=layer_decay)
+    for group in groups:
+        group["lr"] = lr * group["lr_scale"]
+    return groups
+
+
+def warmup_cosine_factor(step: int, warmup_steps: int, total_steps: int, start_factor: float = 0.01,
+                         floor: float = 0.0) -> float:
+    """LR multiplier: linear from start_factor to 1 over warmup_steps, then cosine from 1 down to floor."""
+    if step < warmup_steps:
+        return start_factor + (1.0 - start_factor) * step / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def warmup_cosine_schedule(optimizer, warmup_steps: int, total_steps: int, start_factor: float = 0.01,
+                           eta_min: float = 0.0) -> LambdaLR:
+    """One factor function per group, so eta_min is the same absolute floor for every group."""
+    lambdas = [partial(warmup_cosine_factor, warmup_steps=warmup_steps, total_steps=total_steps,
+                       start_factor=start_factor, floor=min(1.0, eta_min / g["lr"]) if g["lr"] > 0 else 0.0)
+               for g in optimizer.param_groups]
+    return LambdaLR(optimizer, lambdas)
+
+
+class DetectorTrainer(Trainer):
+    """The seed recipe on top of the Trainer (see the module docstring)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # source_ids rides along with the labels so compute_metrics can report per source
+        self.label_names = ["labels", "source_ids"]
+        self.skipped_images = 0
+        self.train_sampler = None  # set by run.py: the EpochSampler (replay, per-sample augmentation seeds)
+
+    def _get_train_sampler(self, train_dataset=None):
+        return self.train_sampler if self.train_sampler is not None else super()._get_train_sampler(train_dataset)
+
+    def create_optimizer(self, model=None):
+        if self.optimizer is None:
+            net = self.accelerator.unwrap_model(model if model is not None else self.model)
+            groups = layer_decay_param_groups(net.timm_model, self.args.learning_rate, self.args.weight_decay,
+                                              self.args.layer_decay)
+            optimizer_cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, net)
+            kwargs.pop("lr", None)
+            self.optimizer = optimizer_cls(groups, lr=self.args.learning_rate, **kwargs)
+        return self.optimizer
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        if self.lr_scheduler is None and self.args.lr_scheduler_type == "cosine":
+            self.lr_scheduler = warmup_cosine_schedule(
+                optimizer or self.optimizer, self.args.get_warmup_steps(num_training_steps), num_training_steps,
+                self.args.warmup_start_factor, self.args.eta_min)
+            self._created_lr_scheduler = True
+        return super().create_scheduler(num_training_steps, optimizer)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        inputs.pop("source_ids", None)
+        valid = int((inputs["labels"] != IGNORE_INDEX).sum())
+        if model.training:
+            self.skipped_images += len(inputs["labels"]) - valid
+        if valid == 0 or (num_items_in_batch is not None and int(num_items_in_batch) == 0):
+            # a batch of unreadable images only: a zero loss that keeps the graph (and DDP's hooks) intact
+            outputs = model(pixel_values=inputs["pixel_values"])
+            loss = outputs.logits.sum() * 0.0
+            return (loss, outputs) if return_outputs else loss
+        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+    def lr_by_depth(self) -> dict[str, float]:
+        """Current LR of the head's group and of the earliest group (largest / smallest lr_scale)."""
+        groups = sorted(self.optimizer.param_groups, key=lambda g: g.get("lr_scale", 1.0))
+        return {"lr_head": groups[-1]["lr"], "lr_earliest": groups[0]["lr"]}
+
+    def log(self, logs: dict, start_time=None):
+        if "learning_rate" in logs and self.optimizer is not None:
+            logs.update(self.lr_by_depth())
+            logs["learning_rate"] = logs["lr_head"]  # the Trainer reports group 0, the stem: report the head
+        if "loss" in logs:
+            logs["skipped_images"] = self.skipped_images  # this process's count; eval counts are global
+        super().log(logs, start_time)
