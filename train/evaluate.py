@@ -26,6 +26,7 @@ from transformers import HfArgumentParser
 
 from modeling import get_calibration, load_detector, save_detector
 from modeling.detector import fake_index
+from modeling.imageio import ImageReadError, read_image
 from train.calibration import calibrate, check_not_evaluated, fit_temperature, nll, threshold_for_fpr
 from train.data import load_image_folder
 from train.eval_plots import plot_reliability, plot_roc, plot_score_histograms
@@ -33,17 +34,6 @@ from train.metrics import detection_metrics, expected_calibration_error, fake_pr
 from train.perturbations import PERTURBATIONS
 
 logger = logging.getLogger(__name__)
-
-try:  # the app's decoder (EXIF orientation, CMYK, 16-bit, ...): evaluation sees images as the app does
-    from modeling.imageio import read_image
-except ImportError:  # TODO: drop once modeling/imageio.py lands
-    import io
-
-    from PIL import Image, ImageOps
-
-    def read_image(data):
-        img = Image.open(io.BytesIO(data) if isinstance(data, bytes) else data)
-        return ImageOps.exif_transpose(img).convert("RGB")
 
 
 @dataclass
@@ -69,7 +59,8 @@ class EvalArguments:
 
 class _Images(torch.utils.data.Dataset):
     """Files (paths or bytes) -> tensors: decoded as the app decodes uploads, optionally perturbed, then the
-    model's eval transform."""
+    model's eval transform. An unreadable file stops the run (naming it) instead of being skipped: skipping would
+    quietly change what the reported numbers were measured on."""
 
     def __init__(self, files, transform, perturb=None):
         self.files, self.transform, self.perturb = files, transform, perturb
@@ -78,7 +69,10 @@ class _Images(torch.utils.data.Dataset):
         return len(self.files)
 
     def __getitem__(self, i):
-        img = read_image(self.files[i])
+        try:
+            img = read_image(self.files[i])
+        except ImageReadError as e:
+            raise ImageReadError(f"{self.files[i] if isinstance(self.files[i], str) else f'image {i}'}: {e}") from e
         if self.perturb is not None:
             img = self.perturb(img)
         return self.transform(img)
