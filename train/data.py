@@ -435,7 +435,8 @@ def build_training_data(specs: Sequence[SourceSpec], make_transform, image_size:
                 ds = ds.to_iterable_dataset(num_shards=min(64, max(1, len(ds) // 1000)))
             tid = profiles.index(spec.profile_key)
             streams.append(ds.map(lambda r, tid=tid: {"transform_id": tid}))
-        rows = datasets.interleave_datasets(streams, seed=seed, stopping_strategy="all_exhausted")
+        rows = streams[0] if len(streams) == 1 else datasets.interleave_datasets(
+            streams, seed=seed, stopping_strategy="all_exhausted")
         names = [s.display_name for s in specs]
         summary["streaming"] = True
         return (StreamingImageSamples(rows.shuffle(seed=seed, buffer_size=1000), transforms, names,

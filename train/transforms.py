@@ -115,8 +115,9 @@ def build_train_transform(profile: str | dict | AugmentationProfile, image_size:
 
 
 def data_config(model) -> dict:
-    """timm's data config (input_size, mean, std, crop_pct, interpolation) from the detector's pretrained_cfg."""
-    return resolve_data_config(model=model.timm_model)
+    """timm's data config (input_size, mean, std, crop_pct, interpolation) from the detector's config.
+    Not resolve_data_config(model=model.timm_model): the wrapped timm net keeps timm's defaults (224 px)."""
+    return resolve_data_config(pretrained_cfg=model.config.pretrained_cfg)
 
 
 def build_eval_transform(model):
