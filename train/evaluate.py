@@ -143,14 +143,17 @@ def _fmt(value) -> str:
 
 
 def _metrics_table(blocks: dict[str, dict], first_column: str) -> list[str]:
-    columns = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc", "average_precision",
-               "tpr_at_1pct_fpr", "tpr_at_5pct_fpr", "ece")
-    header = [first_column, "n", "real", "fake", "acc", "bal. acc", "precision", "recall", "F1", "AUC", "AP",
-              "TPR@1%FPR", "TPR@5%FPR", "ECE"]
+    """One row per block. Error rates per class instead of precision/F1, which mean nothing in a one-class group:
+    a source of reals is judged by how many it flags, a generator's fakes by how many are caught."""
+    columns = ("accuracy", "balanced_accuracy", "roc_auc", "average_precision", "tpr_at_1pct_fpr",
+               "tpr_at_5pct_fpr", "ece")
+    header = [first_column, "n", "real", "fake", "reals flagged (FPR)", "fakes caught (TPR)", "acc", "bal. acc",
+              "AUC", "AP", "TPR@1%FPR", "TPR@5%FPR", "ECE"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, m in blocks.items():
         (tn, fp), (fn, tp) = m["confusion_matrix"]
-        cells = [name, m["n"], tn + fp, fn + tp] + [m[c] for c in columns]
+        fpr = fp / (tn + fp) if tn + fp else None
+        cells = [name, m["n"], tn + fp, fn + tp, fpr, m["recall"]] + [m[c] for c in columns]
         lines.append("| " + " | ".join(_fmt(c) for c in cells) + " |")
     return lines
 
@@ -171,7 +174,8 @@ def render_markdown(results: dict) -> str:
         "(e.g. AUC or balanced accuracy where all images are one class: read recall for a generator's fakes, "
         "accuracy for a source of reals).", "",
         "## Overall", "", *_metrics_table({"all": overall}, ""), "",
-        f"Confusion matrix (rows true real/fake, columns predicted real/fake): [[{tn}, {fp}], [{fn}, {tp}]]", "",
+        f"Precision {_fmt(overall['precision'])}, F1 {_fmt(overall['f1'])}. Confusion matrix (rows true real/fake, "
+        f"columns predicted real/fake): [[{tn}, {fp}], [{fn}, {tp}]]", "",
         "## By source", "", *_metrics_table(results["by_source"], "source"), "",
         "## By generator", "", *_metrics_table(results["by_generator"], "generator"), "",
     ]
