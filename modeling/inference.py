@@ -213,13 +213,17 @@ class Detector:
         return self.predict_batch([image], threshold, with_cam)[0]
 
 
-def heatmap_overlay(image: Image.Image, prediction: Prediction, alpha: float = 0.5) -> Image.Image:
-    """The input image with the Grad-CAM evidence painted on the part the model saw (red: pushed towards
-    "fake", blue: towards "real"); the part outside the model's crop is dimmed."""
+def heatmap_overlay(image: Image.Image, prediction: Prediction, alpha: float = 0.5,
+                    max_side: int | None = 1024) -> Image.Image:
+    """The input image (shrunk to max_side) with the Grad-CAM evidence painted on the part the model saw (red:
+    pushed towards "fake", blue: towards "real"); the part outside the model's crop is dimmed."""
     if prediction.cam is None:
         raise ValueError("this prediction has no Grad-CAM; call predict(..., with_cam=True)")
     base = image.convert("RGB")
-    left, top, right, bottom = (round(v) for v in prediction.crop_box)
+    if max_side and max(base.size) > max_side:  # a 16 MP float overlay would cost ~200 MB per request
+        base.thumbnail((max_side, max_side), Image.BILINEAR)
+    scale = base.width / image.width
+    left, top, right, bottom = (round(v * scale) for v in prediction.crop_box)
     size = (max(1, right - left), max(1, bottom - top))
     cam = torch.from_numpy(np.ascontiguousarray(prediction.cam, dtype=np.float32))[None, None]
     cam = torch.nn.functional.interpolate(cam, size=size[::-1], mode="bilinear", align_corners=False)[0, 0].numpy()
