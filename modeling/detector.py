@@ -134,6 +134,7 @@ def build_detector(
     pretrained: bool | str | Path = True,
     image_size: int = 256,
     labels: tuple[str, ...] | list[str] = DEFAULT_LABELS,
+    input_filter: str | None = None,
     **model_kwargs,
 ) -> TimmWrapperForImageClassification:
     """A transformers image classifier around `timm.create_model(architecture)`.
@@ -141,6 +142,7 @@ def build_detector(
     pretrained: True takes timm's Hub weights (`timm/<arch>.fcmae_ft_in1k` where it exists); a path takes a local
     timm weights file or folder; False initialises at random. The classifier is always new, sized to `labels`.
     model_kwargs go to `timm.create_model` (e.g. drop_path_rate) and are stored so the folder rebuilds the same net.
+    input_filter="npr" makes the stem blind to image content (see `constrain_input_filter`).
     """
     labels = list(labels)
     backbone, base = _create_backbone(architecture, pretrained, len(labels), **model_kwargs)
@@ -154,9 +156,42 @@ def build_detector(
     )
     config.base_model = base
     config.calibration = {"temperature": 1.0, "threshold": 0.5}
+    config.input_filter = input_filter
     model = TimmWrapperForImageClassification(config)
     model.timm_model.load_state_dict(backbone.state_dict())
+    constrain_input_filter(model)
     return model
+
+
+INPUT_FILTERS = (None, "npr")
+
+
+@torch.no_grad()
+def constrain_input_filter(model) -> None:
+    """Keep the stem blind to content: with input_filter="npr" its weights sum to zero over every 2x2 pixel block.
+
+    Why: a detector should read generation traces, not subject matter, and the training fakes differ from the
+    reals in content. NPR (Tan et al., CVPR 2024) feeds the net x - up(down(x)), the residual between neighbouring
+    pixels, where upsampling traces live. For a stem that is a conv with even kernel and stride (ConvNeXt's 4x4/4
+    patchify), that residual followed by the stem is itself such a conv whose weights sum to zero over each 2x2
+    block. So we keep that constraint on the weights instead (projected after every optimizer step): the saved
+    model is a plain timm network that pipeline(), AutoModel and timm run with no custom code, and it ignores any
+    image that is constant on 2x2 blocks, i.e. the content seen at half resolution.
+    """
+    mode = getattr(model.config, "input_filter", None)
+    if mode not in INPUT_FILTERS:
+        raise ValueError(f"unknown input_filter {mode!r}; known: {INPUT_FILTERS}")
+    if mode is None:
+        return
+    stem = model.timm_model.get_submodule(model.config.pretrained_cfg.get("first_conv", "stem.0"))
+    k, stride = stem.kernel_size, stem.stride
+    if not isinstance(stem, torch.nn.Conv2d) or k[0] % 2 or k[1] % 2 or stride[0] % 2 or stride[1] % 2 \
+            or any(stem.padding):
+        raise ValueError(f"input_filter='npr' needs a stem conv with even kernel and stride and no padding "
+                         f"(a patchify stem like ConvNeXt's); {model.config.architecture} has {stem}")
+    o, c, kh, kw = stem.weight.shape
+    blocks = stem.weight.view(o, c, kh // 2, 2, kw // 2, 2)
+    blocks.sub_(blocks.mean(dim=(3, 5), keepdim=True))
 
 
 def image_processor_for(model: TimmWrapperForImageClassification) -> TimmWrapperImageProcessor:

@@ -121,3 +121,26 @@ def test_load_detector_refuses_pickle_only_folder(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(ValueError, match="safetensors"):
         load_detector(tmp_path)
+
+
+def test_npr_input_filter_makes_the_model_blind_to_block_constant_content(tmp_path):
+    model = build_detector(TINY_ARCH, pretrained=False, image_size=TINY_SIZE, input_filter="npr").eval()
+    x = torch.randn(2, 3, TINY_SIZE, TINY_SIZE)
+    content = torch.randn(2, 3, TINY_SIZE // 2, TINY_SIZE // 2).repeat_interleave(2, -1).repeat_interleave(2, -2)
+    with torch.no_grad():
+        torch.testing.assert_close(model(pixel_values=x + content).logits, model(pixel_values=x).logits,
+                                   atol=1e-4, rtol=0)
+        # a plain model does see that content
+        plain = build_detector(TINY_ARCH, pretrained=False, image_size=TINY_SIZE).eval()
+        assert not torch.allclose(plain(pixel_values=x + content).logits, plain(pixel_values=x).logits, atol=1e-3)
+    # the constraint lives in the weights, so timm and transformers load it with no custom code
+    save_detector(model, tmp_path)
+    assert load_detector(tmp_path).config.input_filter == "npr"
+    tm = timm.create_model("local-dir:" + str(tmp_path), pretrained=True).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(tm(x + content), tm(x), atol=1e-4, rtol=0)
+
+
+def test_npr_input_filter_refuses_a_stem_it_cannot_constrain():
+    with pytest.raises(ValueError, match="stem"):
+        build_detector("resnet18", pretrained=False, image_size=TINY_SIZE, input_filter="npr")
