@@ -193,7 +193,7 @@ def test_training_data_with_rehearsal(tmp_path):
     keys = list(sampler)
     by_source = Counter(dataset.rows[r]["source"] for r, _ in keys)
     assert by_source == {"new": 4, "old1": 6, "old2": 2}
-    assert summary["profiles"] == ["continual", "train", "light"]  # each source keeps its own profile
+    assert list(summary["profiles"]) == ["continual", "train", "light"]  # each source keeps its own profile
     assert [dataset.row_transform[r] for r in (0, 4, 16)] == [0, 1, 2]
 
 
@@ -256,3 +256,15 @@ def test_config_file_with_flag_overrides(tmp_path):
     (tmp_path / "bad.yaml").write_text("learning_rate: 1e-4\nlayer_decy: 0.8\n")
     with pytest.raises(ValueError, match="layer_decy"):
         parse_args([str(tmp_path / "bad.yaml")])
+
+
+@pytest.mark.parametrize("config", sorted((Path(__file__).parents[1] / "train" / "configs").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_shipped_configs_parse(config):
+    from train.run import parse_args
+
+    model_args, data_args, args = parse_args([str(config), "--use_cpu", "--report_to", "none"])
+    sources = [*data_args.train_sources, *data_args.validation_sources, *data_args.rehearsal_sources]
+    specs = [SourceSpec.parse(s) for s in sources]  # every key known, path xor hub
+    assert specs and all(get_profile(s.profile) for s in specs)
+    assert args.learning_rate > 0 and 0 < args.layer_decay <= 1

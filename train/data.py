@@ -419,12 +419,12 @@ def build_training_data(specs: Sequence[SourceSpec], make_transform, image_size:
     sources are interleaved into a StreamingImageSamples (no replay: it needs to know the old sources' rows)."""
     parts = [load_source(s, seed) for s in specs]
     old = [load_source(s, seed) for s in rehearsal_specs]
-    profiles = list(dict.fromkeys(s.profile_key for s in [*specs, *rehearsal_specs]))
-    by_key = {s.profile_key: s.profile for s in [*specs, *rehearsal_specs]}
+    by_key = {s.profile_key: s.profile for s in [*specs, *rehearsal_specs]}  # name (or JSON of a dict) -> profile
+    profiles = list(by_key)
     transforms = [make_transform(by_key[k]) for k in profiles]
     summary = {"train": [_summary(s, d) for s, d in zip(specs, parts)],
                "rehearsal": [_summary(s, d) for s, d in zip(rehearsal_specs, old)],
-               "profiles": profiles}
+               "profiles": by_key}
 
     if any(isinstance(d, datasets.IterableDataset) for d in parts + old):
         if old:

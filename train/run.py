@@ -211,6 +211,7 @@ def main(argv: list[str] | None = None) -> DetectorTrainer:
         validation = build_eval_data(validation_specs, eval_transform, image_size, training_args.seed, limits)
         test = build_eval_data(test_specs, eval_transform, image_size, training_args.seed, limits)
     logger.info("training data: %s", json.dumps(train_summary, default=str))
+    logger.info("mixed precision: %s", training_args.mixed_precision)
     if validation is None and training_args.eval_strategy != "no":
         logger.info("no validation data: evaluation is off")
         training_args.eval_strategy = IntervalStrategy.NO
@@ -224,8 +225,8 @@ def main(argv: list[str] | None = None) -> DetectorTrainer:
         data_collator=collate,
         compute_metrics=make_compute_metrics(validation[1], fake_index(model.config), calibration["threshold"])
         if validation else None,
+        train_sampler=sampler,
     )
-    trainer.train_sampler = sampler
 
     # The record of the run, written before training so an interrupted run still says what it was.
     phase = "continual" if (model_args.init_from or rehearsal_specs) else "initial"
@@ -241,8 +242,8 @@ def main(argv: list[str] | None = None) -> DetectorTrainer:
         * training_args.gradient_accumulation_steps,
         "image_size": image_size,
         "data": {**train_summary, "validation": validation[2] if validation else [], "test": test[2] if test else []},
-        "augmentation_profiles": {key: dataclasses.asdict(get_profile(json.loads(key) if key.startswith("{") else key))
-                                  for key in train_summary["profiles"]},
+        "augmentation_profiles": {key: dataclasses.asdict(get_profile(profile))
+                                  for key, profile in train_summary["profiles"].items()},
     }
     if trainer.is_world_process_zero():
         Path(training_args.output_dir).mkdir(parents=True, exist_ok=True)

@@ -129,12 +129,13 @@ def warmup_cosine_schedule(optimizer, warmup_steps: int, total_steps: int, start
 class DetectorTrainer(Trainer):
     """The seed recipe on top of the Trainer (see the module docstring)."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, train_sampler=None, **kwargs):
+        """train_sampler: train.data.EpochSampler (replay, per-sample augmentation seeds); None: the Trainer's."""
         super().__init__(*args, **kwargs)
+        self.train_sampler = train_sampler
         # source_ids rides along with the labels so compute_metrics can report per source
         self.label_names = ["labels", "source_ids"]
         self.skipped_images = 0
-        self.train_sampler = None  # set by run.py: the EpochSampler (replay, per-sample augmentation seeds)
 
     def _get_train_sampler(self, train_dataset=None):
         return self.train_sampler if self.train_sampler is not None else super()._get_train_sampler(train_dataset)
