@@ -99,6 +99,17 @@ def test_continual_phase_and_push(tmp_path, monkeypatch, tiny_detector_dir):
     assert pushed == {"dir": str(tmp_path / "out"), "repo": "me/detector"}
 
 
+def test_input_filter_constraint_holds_after_training(tmp_path):
+    data = make_image_folder(tmp_path / "data", n_per_class=4)
+    trainer = run.main(["--model_name_or_path", TINY_ARCH, "--pretrained", "false", "--image_size", "32",
+                        "--input_filter", "npr", "--train_dirs", str(data), "--output_dir", str(tmp_path / "out"),
+                        "--max_steps", "2", "--per_device_train_batch_size", "4", "--learning_rate", "1e-2", *FAST])
+    stem = trainer.model.timm_model.stem[0].weight  # 4x4 patchify conv
+    blocks = stem.view(*stem.shape[:2], 2, 2, 2, 2)
+    assert blocks.sum(dim=(3, 5)).abs().max() < 1e-5  # still zero-sum over every 2x2 block
+    assert load_detector(tmp_path / "out").config.input_filter == "npr"
+
+
 @pytest.mark.slow
 def test_torchrun_two_processes_agree_on_weights(tmp_path):
     data = make_image_folder(tmp_path / "data", n_per_class=8)

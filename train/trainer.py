@@ -8,6 +8,8 @@ What the subclass changes, and why:
 - Scheduler: linear warmup from `warmup_start_factor` x lr, then cosine down to `eta_min`, per group.
 - Loss: the Trainer's label smoothing; placeholders of unreadable images (label -100) are ignored and counted.
 - Logs: the head's and the earliest group's LR, so the decay is visible in TensorBoard.
+- A model with an input filter (config.input_filter, e.g. "npr") gets its stem constraint re-imposed after every
+  optimizer step (modeling.constrain_input_filter).
 Everything else (AMP and GradScaler, gradient accumulation and clipping, checkpoints with optimizer, scheduler,
 scaler and RNG states, resume, DDP) is the Trainer's own.
 """
@@ -23,8 +25,9 @@ from typing import Literal
 import torch
 from timm.optim import param_groups_layer_decay
 from torch.optim.lr_scheduler import LambdaLR
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer, TrainerCallback, TrainingArguments
 
+from modeling import constrain_input_filter
 from train.data import IGNORE_INDEX
 
 logger = logging.getLogger(__name__)
@@ -126,6 +129,13 @@ def warmup_cosine_schedule(optimizer, warmup_steps: int, total_steps: int, start
     return LambdaLR(optimizer, lambdas)
 
 
+class InputFilterProjection(TrainerCallback):
+    """Projects the stem back onto the model's input-filter constraint after each optimizer step."""
+
+    def on_optimizer_step(self, args, state, control, model=None, **kwargs):
+        constrain_input_filter(model)
+
+
 class DetectorTrainer(Trainer):
     """The seed recipe on top of the Trainer (see the module docstring)."""
 
@@ -136,6 +146,8 @@ class DetectorTrainer(Trainer):
         # source_ids rides along with the labels so compute_metrics can report per source
         self.label_names = ["labels", "source_ids"]
         self.skipped_images = 0
+        if getattr(self.model.config, "input_filter", None):
+            self.add_callback(InputFilterProjection())
 
     def _get_train_sampler(self, train_dataset=None):
         return self.train_sampler if self.train_sampler is not None else super()._get_train_sampler(train_dataset)
