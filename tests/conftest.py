@@ -65,3 +65,54 @@ def tiny_detector_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny_detector")
     save_detector(build_detector(TINY_ARCH, pretrained=False, image_size=TINY_SIZE), folder)
     return folder
+
+
+# --- image files the app must answer or refuse (appended by the app owner) ----------------------------------------
+def encode_image(img: Image.Image, fmt: str, **save_kwargs) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    img.save(buf, fmt, **save_kwargs)
+    return buf.getvalue()
+
+
+def png_bomb(side: int) -> bytes:
+    """A complete, valid 1-bit PNG of side x side black pixels, built row by row (no giant image in memory)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    packer = zlib.compressobj(9)
+    row = bytes(1 + (side + 7) // 8)  # filter byte + packed bits
+    idat = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
+    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def odd_image_cases() -> dict[str, tuple[str, bytes, str | None]]:
+    """name -> (file name, bytes, None if it must be answered else a fragment of the expected error message).
+    One of each bad input the app must refuse and each odd format it must read."""
+    rng = np.random.default_rng(0)
+    photo = Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8))
+    jpeg = encode_image(photo, "JPEG", quality=90)
+    frames = [Image.new("RGB", (48, 40), c) for c in ((255, 0, 0), (0, 0, 255))]
+    return {
+        "not_an_image": ("notes.jpg", b"this is a text file renamed to .jpg\n" * 20, "not an image"),
+        "truncated": ("cut.jpg", jpeg[: len(jpeg) // 2], "truncated or corrupt"),
+        "zero_bytes": ("empty.png", b"", "empty"),
+        "over_20_mb": ("huge.png", encode_image(photo, "PNG") + bytes(21 * 2**20), "too large"),
+        "over_16_megapixels": ("wide.png", encode_image(Image.new("1", (5000, 4000)), "PNG"), "megapixels"),
+        "decompression_bomb": ("bomb.png", png_bomb(20_000), "too large"),
+        "jpeg": ("photo.jpg", jpeg, None),
+        "animated_gif": ("anim.gif", encode_image(frames[0], "GIF", save_all=True, append_images=frames[1:]), None),
+        "animated_webp": ("anim.webp", encode_image(frames[0], "WEBP", save_all=True, append_images=frames[1:]),
+                          None),
+        "cmyk": ("cmyk.jpg", encode_image(photo.convert("CMYK"), "JPEG"), None),
+        "16_bit": ("deep.png", encode_image(Image.fromarray(
+            rng.integers(0, 65535, (40, 48), dtype=np.uint16)), "PNG"), None),
+        "palette": ("pal.png", encode_image(photo.quantize(32), "PNG"), None),
+        "alpha": ("alpha.png", encode_image(photo.convert("RGBA"), "PNG"), None),
+        "grayscale": ("gray.jpg", encode_image(photo.convert("L"), "JPEG"), None),
+    }

@@ -1,19 +1,13 @@
 """modeling.imageio: every kind of bad or odd input the app and the training data meet."""
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import encode_image as encode
+from conftest import png_bomb
 from modeling.imageio import MAX_BYTES, ImageReadError, read_image, to_rgb
-
-
-def encode(img: Image.Image, fmt: str, **kwargs) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, fmt, **kwargs)
-    return buf.getvalue()
 
 
 def noise(w=48, h=40, seed=0) -> Image.Image:
@@ -71,18 +65,6 @@ def test_over_16_megapixels_is_refused_before_decoding():
     assert len(data) < 100_000
     with pytest.raises(ImageReadError, match=r"5000 x 4000 = 20\.0 megapixels.*limit is 16 megapixels"):
         read_image(data)
-
-
-def png_bomb(side: int) -> bytes:
-    """A complete, valid 1-bit PNG of side x side black pixels, built row by row (no giant image in memory)."""
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    packer = zlib.compressobj(9)
-    row = bytes(1 + (side + 7) // 8)  # filter byte + packed bits
-    idat = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
-    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
 def test_decompression_bomb_is_refused():
