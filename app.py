@@ -194,7 +194,8 @@ def build_demo(detector: Detector, warning: str | None = None, examples_dir: Pat
                     show_heatmap = gr.Checkbox(value=True, label="Show heatmap overlay")
                 with gr.Column():
                     verdict_out = gr.Markdown(elem_id="verdict")
-                    probs_out = gr.Label(label="Calibrated probabilities", num_top_classes=2)
+                    # No heading: it would name the top class, which can disagree with the verdict at a moved threshold.
+                    probs_out = gr.Label(label="Calibrated probabilities", num_top_classes=2, show_heading=False)
                     overlay_out = gr.Image(label="What the model looked at", type="pil", interactive=False,
                                            elem_id="heatmap")
                     image_out = gr.Image(label="Image", type="pil", interactive=False, visible=False)

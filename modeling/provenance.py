@@ -56,7 +56,7 @@ class Provenance:
             f"- **C2PA / Content Credentials:** {'present (signature not verified here)' if self.c2pa else 'none found'}",
             "- **Generator metadata:** " + ("; ".join(self.generator_metadata) or "none found"),
         ]
-        return "\n".join(lines)
+        return "**Provenance** (read from the file's metadata; not part of the score)\n\n" + "\n".join(lines)
 
 
 def _names_generator(text: str) -> bool:
