@@ -5,8 +5,11 @@
 Both training measurements use the same model, batch, crop, optimizer groups (layer decay), label-smoothed loss
 and gradient clipping, on tensors already in memory, so the ratio is the Trainer's overhead alone (target >= 0.9).
 The data pipeline is timed separately (decode + `train` augmentation profile, DataLoader with --workers), to show
-which of the two limits training. Rounds alternate (plain, Trainer, plain, Trainer...) and the best of each is
-kept, because this machine is shared and a neighbour's burst should not decide the ratio.
+which of the two limits training.
+
+On a shared machine a neighbour's burst lengthens some steps, never shortens one. So rounds alternate (plain,
+Trainer, plain, ...), every step is timed, and speeds come from the fast steps (10th percentile of step time), the
+closest estimate of each loop's own cost; the medians are printed beside them.
 """
 from __future__ import annotations
 
@@ -54,12 +57,16 @@ class StepClock(TrainerCallback):
         self.times.append(time.perf_counter())
 
 
-def images_per_second(times: list[float], warmup: int, batch: int) -> float:
-    timed = times[warmup:]
-    return (len(timed) - 1) * batch / (timed[-1] - timed[0])
+def step_durations(times: list[float], warmup: int) -> list[float]:
+    """Durations of the steps after the warmup, from the clock readings at each step's end."""
+    return np.diff(times[warmup:]).tolist()
 
 
-def trainer_speed(a, pixels, labels, out_dir) -> float:
+def images_per_second(durations: list[float], batch: int, q: float) -> float:
+    return batch / float(np.quantile(durations, q))
+
+
+def trainer_speed(a, pixels, labels, out_dir) -> list[float]:
     torch.manual_seed(0)
     model = build_detector(a.arch, pretrained=False, image_size=a.image_size)
     args = DetectorTrainingArguments(
@@ -70,10 +77,10 @@ def trainer_speed(a, pixels, labels, out_dir) -> float:
     trainer = DetectorTrainer(model=model, args=args, train_dataset=InMemory(pixels, labels), data_collator=collate,
                               callbacks=[clock])
     trainer.train()
-    return images_per_second(clock.times, a.warmup, a.batch_size)
+    return step_durations(clock.times, a.warmup)
 
 
-def plain_speed(a, pixels, labels) -> float:
+def plain_speed(a, pixels, labels) -> list[float]:
     torch.manual_seed(0)
     model = build_detector(a.arch, pretrained=False, image_size=a.image_size).train()
     total = a.warmup + a.steps + 1
@@ -92,7 +99,7 @@ def plain_speed(a, pixels, labels) -> float:
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         times.append(time.perf_counter())
-    return images_per_second(times, a.warmup, a.batch_size)
+    return step_durations(times, a.warmup)
 
 
 def data_speed(a, folder: Path) -> float:
@@ -111,7 +118,7 @@ def data_speed(a, folder: Path) -> float:
         times.append(time.perf_counter())
         if i == a.warmup + a.data_batches:
             break
-    return images_per_second(times, a.warmup, a.batch_size)
+    return a.data_batches * a.batch_size / (times[-1] - times[a.warmup])  # throughput: workers overlap batches
 
 
 def generated_folder(root: Path, n: int, size: int = 256) -> Path:
@@ -131,7 +138,7 @@ def main():
     p.add_argument("--batch_size", type=int, default=32)
     p.add_argument("--steps", type=int, default=20, help="timed steps per round")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
-    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--precision", choices=["no", "bf16"], default="no")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1: steady timings on a shared machine, "
                                                           "where extra threads spin-wait for busy cores)")
@@ -149,16 +156,19 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         plain, trainer = [], []
         for _ in range(a.rounds):
-            plain.append(plain_speed(a, pixels, labels))
-            trainer.append(trainer_speed(a, pixels, labels, tmp))
+            plain += plain_speed(a, pixels, labels)
+            trainer += trainer_speed(a, pixels, labels, tmp)
         folder = Path(a.data_dir) if a.data_dir else generated_folder(Path(tmp) / "images", 512)
         data = data_speed(a, folder)
 
+    speed = {name: (images_per_second(d, a.batch_size, 0.1), images_per_second(d, a.batch_size, 0.5))
+             for name, d in (("plain", plain), ("trainer", trainer))}
     print(f"setup: {a.arch}, {a.image_size}px, batch {a.batch_size}, precision {a.precision}, "
-          f"torch threads {torch.get_num_threads()}, best of {a.rounds} rounds x {a.steps} steps")
-    print(f"plain PyTorch loop : {max(plain):7.1f} images/s  (rounds: {', '.join(f'{v:.1f}' for v in plain)})")
-    print(f"DetectorTrainer    : {max(trainer):7.1f} images/s  (rounds: {', '.join(f'{v:.1f}' for v in trainer)})")
-    print(f"ratio Trainer/plain: {max(trainer) / max(plain):7.3f}")
+          f"torch threads {torch.get_num_threads()}, {a.rounds} alternating rounds x {a.steps} timed steps")
+    print(f"plain PyTorch loop : {speed['plain'][0]:7.1f} images/s  (median step: {speed['plain'][1]:.1f})")
+    print(f"DetectorTrainer    : {speed['trainer'][0]:7.1f} images/s  (median step: {speed['trainer'][1]:.1f})")
+    print(f"ratio Trainer/plain: {speed['trainer'][0] / speed['plain'][0]:7.3f}  "
+          f"(medians: {speed['trainer'][1] / speed['plain'][1]:.3f})")
     print(f"data pipeline      : {data:7.1f} images/s  ('train' profile, {a.workers} workers, "
           f"{'generated 256-px JPEGs' if not a.data_dir else a.data_dir})")
 
