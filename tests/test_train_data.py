@@ -133,7 +133,7 @@ def test_unreadable_images_become_counted_placeholders(tmp_path, caplog):
     root = make_image_folder(tmp_path / "dirty", n_per_class=3)
     n_bad = write_bad_files(root)
     Image.new("CMYK", (40, 40), (0, 255, 255, 0)).save(root / "real" / "cmyk.jpg")  # odd but good: used
-    samples, names, _ = build_eval_data([SourceSpec.parse(str(root))], make_transform("light"), SIZE)
+    samples = build_eval_data([SourceSpec.parse(str(root))], make_transform("light"), SIZE).samples
     with caplog.at_level("WARNING"):
         items = [samples[i] for i in range(len(samples))]
     labels = [s["labels"] for s in items]

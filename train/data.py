@@ -463,9 +463,16 @@ def build_training_data(specs: Sequence[SourceSpec], make_transform, image_size:
     return dataset, sampler, summary
 
 
+@dataclass
+class EvalData:
+    samples: ImageSamples        # with the evaluation transform
+    source_names: list[str]      # index = source_ids value
+    summary: list[dict]          # per source spec, for training_config.json
+
+
 def build_eval_data(specs: Sequence[SourceSpec], transform, image_size: int, seed: int = 0,
-                    limits: DataLimits = DataLimits()):
-    """-> (ImageSamples with the eval transform, source names in source_ids order, summary) or None."""
+                    limits: DataLimits = DataLimits()) -> EvalData | None:
+    """The validation or test sources as one evaluation set; None without sources."""
     if not specs:
         return None
     parts = []
@@ -481,4 +488,4 @@ def build_eval_data(specs: Sequence[SourceSpec], transform, image_size: int, see
     names = sorted(set(rows["source"]))
     samples = ImageSamples(rows, [transform], np.zeros(len(rows)), names, image_size, limits.max_bytes,
                            limits.max_pixels)
-    return samples, names, [_summary(s, d) for s, d in zip(specs, parts)]
+    return EvalData(samples, names, [_summary(s, d) for s, d in zip(specs, parts)])

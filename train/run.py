@@ -154,8 +154,9 @@ def make_compute_metrics(source_names: list[str], fake_idx: int, threshold: floa
     return compute_metrics
 
 
-def push(output_dir: str, training_args) -> None:
+def push(trainer: DetectorTrainer, output_dir: str) -> None:
     """Upload the saved detector through the project's hub.push (model card from the evaluation results)."""
+    training_args = trainer.args
     repo_id = training_args.hub_model_id or Path(output_dir).name
     try:
         from hub.push import push as hub_push
@@ -170,6 +171,7 @@ def push(output_dir: str, training_args) -> None:
     from huggingface_hub import HfApi
 
     logger.warning("hub.push is not available: uploading %s with the Trainer's model card", output_dir)
+    trainer.create_model_card(model_name=repo_id.split("/")[-1])  # output_dir/README.md
     api = HfApi(token=training_args.hub_token)
     api.create_repo(repo_id, private=bool(training_args.hub_private_repo), exist_ok=True)
     api.upload_folder(repo_id=repo_id, folder_path=output_dir, commit_message="Upload detector",
@@ -223,10 +225,10 @@ def main(argv: list[str] | None = None) -> DetectorTrainer:
         model=model,
         args=training_args,
         train_dataset=train_set,
-        eval_dataset=validation[0] if validation else None,
+        eval_dataset=validation.samples if validation else None,
         data_collator=collate,
-        compute_metrics=make_compute_metrics(validation[1], fake_index(model.config), calibration["threshold"])
-        if validation else None,
+        compute_metrics=make_compute_metrics(validation.source_names, fake_index(model.config),
+                                             calibration["threshold"]) if validation else None,
         train_sampler=sampler,
     )
 
@@ -243,7 +245,8 @@ def main(argv: list[str] | None = None) -> DetectorTrainer:
         "total_train_batch_size": training_args.per_device_train_batch_size * training_args.world_size
         * training_args.gradient_accumulation_steps,
         "image_size": image_size,
-        "data": {**train_summary, "validation": validation[2] if validation else [], "test": test[2] if test else []},
+        "data": {**train_summary, "validation": validation.summary if validation else [],
+                 "test": test.summary if test else []},
         "augmentation_profiles": {key: dataclasses.asdict(get_profile(profile))
                                   for key, profile in train_summary["profiles"].items()},
     }
@@ -264,13 +267,14 @@ def main(argv: list[str] | None = None) -> DetectorTrainer:
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", metrics)  # output_dir/eval_results.json
     if test:
-        trainer.compute_metrics = make_compute_metrics(test[1], fake_index(model.config), calibration["threshold"])
-        metrics = trainer.evaluate(test[0], metric_key_prefix="test")
+        trainer.compute_metrics = make_compute_metrics(test.source_names, fake_index(model.config),
+                                                       calibration["threshold"])
+        metrics = trainer.evaluate(test.samples, metric_key_prefix="test")
         trainer.log_metrics("test", metrics)
         trainer.save_metrics("test", metrics)
 
     if push_to_hub and trainer.is_world_process_zero():
-        push(training_args.output_dir, training_args)
+        push(trainer, training_args.output_dir)
     return trainer
 
 
