@@ -20,6 +20,7 @@ from pathlib import Path
 
 import gradio as gr
 from gradio.data_classes import FileData
+from gradio.utils import get_upload_folder
 
 from modeling import build_detector
 from modeling.imageio import MAX_BYTES, ImageReadError, read_image
@@ -50,24 +51,29 @@ new generators, heavy compression, resizing, screenshots and edited photos fool 
 """
 
 
-class ImageFile(gr.Image):
-    """gr.Image (upload, paste, drag, webcam) that hands the handler the uploaded file's own path.
+def uploaded_path(payload: FileData | None) -> str | None:
+    """gr.Image's preprocessing replaced by "the uploaded file's own path".
 
     gr.Image(type="filepath") opens the upload with PIL first, so a non-image or a decompression bomb fails inside
-    Gradio with a generic error, and a mode change would re-encode it. Here nothing touches the bytes before
-    modeling.imageio.read_image does.
+    Gradio with a generic error, and an image_mode would re-encode it. Here nothing touches the bytes before
+    modeling.imageio.read_image does. (Gradio has already checked that the path is inside its upload folder.)
     """
+    if payload is None:
+        return None
+    if payload.path is None and payload.url and payload.url.startswith("data:"):  # a base64 upload
+        path = Path(get_upload_folder()) / f"upload-{uuid.uuid4().hex}"
+        path.write_bytes(base64.b64decode(payload.url.split(",", 1)[1]))
+        return str(path)
+    return payload.path
 
-    is_template = True  # render with gr.Image's frontend
 
-    def preprocess(self, payload: FileData | None) -> str | None:
-        if payload is None:
-            return None
-        if payload.path is None and payload.url and payload.url.startswith("data:"):  # a base64 upload
-            path = Path(self.GRADIO_CACHE) / f"upload-{uuid.uuid4().hex}"
-            path.write_bytes(base64.b64decode(payload.url.split(",", 1)[1]))
-            return str(path)
-        return payload.path
+def image_file_input(**kwargs) -> gr.Image:
+    """An image input (upload, paste, drag) that hands its handler the uploaded file untouched."""
+    component = gr.Image(type="filepath", **kwargs)
+    # An instance attribute, not a subclass: Gradio writes a .pyi stub next to the source of every Component
+    # subclass, which would litter the app's folder (or fail on a read-only one).
+    component.preprocess = uploaded_path
+    return component
 
 
 def load_app_detector(model: str | None, **detector_kwargs) -> tuple[Detector, str | None]:
@@ -186,8 +192,7 @@ def build_demo(detector: Detector, warning: str | None = None, examples_dir: Pat
         with gr.Tab("Single image"):
             with gr.Row():
                 with gr.Column():
-                    image_in = ImageFile(label="Image", type="filepath", sources=["upload", "clipboard"],
-                                         elem_id="image-input")
+                    image_in = image_file_input(label="Image", sources=["upload", "clipboard"], elem_id="image-input")
                     threshold = gr.Slider(0.01, 0.99, value=detector.threshold, step=0.01, label="Threshold",
                                           info="Scores at or above it count as AI-generated (default: the "
                                                "model's calibrated threshold).")

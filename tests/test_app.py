@@ -153,9 +153,14 @@ def test_example_images_and_their_licenses():
 
 # --- the UI's functions, without a server ------------------------------------------------------------------
 
-def test_image_file_component_hands_over_the_upload_untouched(photo):
-    assert app.ImageFile().preprocess(FileData(path=str(photo), orig_name="photo.jpg")) == str(photo)
-    assert app.ImageFile().preprocess(None) is None
+def test_image_input_hands_over_the_upload_untouched(photo, tmp_path):
+    component = app.image_file_input()
+    assert component.preprocess(FileData(path=str(photo), orig_name="photo.jpg")) == str(photo)
+    assert component.preprocess(None) is None
+    bad = tmp_path / "text.png"
+    bad.write_text("no image")  # gr.Image's own preprocessing would raise inside Gradio here
+    assert component.preprocess(FileData(path=str(bad), orig_name="text.png")) == str(bad)
+    assert not (app.HERE / "app.pyi").exists()  # no Gradio stub file written next to the app
 
 
 def test_analyse_and_relabel(detector, photo):

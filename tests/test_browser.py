@@ -95,6 +95,14 @@ def test_upload_shows_verdict_heatmap_and_provenance(app_server, tmp_path):
             expect(verdict).to_contain_text("threshold 0.99", timeout=30_000)
             expect(verdict).to_contain_text("Real")
             page.screenshot(path=str(screenshot), full_page=True)
+
+            # A bad file gets the app's own message, and the app keeps serving.
+            bad = tmp_path / "notes.png"
+            bad.write_text("a text file renamed to .png\n" * 20)
+            page.locator("#image-input button[aria-label='Remove Image']").first.click()
+            page.locator("#image-input input[type=file]").set_input_files(str(bad))
+            expect(page.get_by_text("This file is not an image we can read").first).to_be_visible(timeout=60_000)
+            page.screenshot(path=str(tmp_path / "bad_file.png"), full_page=True)
         finally:
             browser.close()
     assert screenshot.stat().st_size > 10_000
