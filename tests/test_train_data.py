@@ -220,12 +220,24 @@ def test_profiles_match_the_recipe():
 
 
 @pytest.mark.parametrize("profile", sorted(PROFILES))
-def test_train_transform_output(profile):
-    img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (50, 70, 3), dtype=np.uint8))
+@pytest.mark.parametrize("height, width", [(50, 70), (12, 20)])  # larger and smaller than the crop
+def test_train_transform_output(profile, height, width):
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (height, width, 3), dtype=np.uint8))
     torch.manual_seed(0)
     out = build_train_transform(profile, SIZE, MEAN, STD)(img)
     assert out.shape == (3, SIZE, SIZE) and out.dtype == torch.float32
     assert -1.0 - 1e-6 <= out.min() and out.max() <= 1.0 + 1e-6  # normalised with mean = std = 0.5
+
+
+def test_native_profile_crops_native_pixels():
+    pixels = np.random.default_rng(2).integers(0, 255, (40, 48, 3), dtype=np.uint8)
+    profile = get_profile({"base": "native", "hflip": False, "jitter_p": 0, "resample_p": 0, "jpeg_p": 0,
+                           "blur_p": 0, "grayscale_p": 0})
+    out = build_train_transform(profile, SIZE, (0, 0, 0), (1, 1, 1))(Image.fromarray(pixels))
+    crop = (out * 255).round().byte().permute(1, 2, 0).numpy()
+    windows = [(y, x) for y in range(40 - SIZE + 1) for x in range(48 - SIZE + 1)
+               if np.array_equal(pixels[y:y + SIZE, x:x + SIZE], crop)]
+    assert windows  # an unresampled window of the original
 
 
 def test_light_profile_keeps_pixels_untouched_apart_from_crop_and_flip():

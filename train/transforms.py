@@ -81,6 +81,20 @@ class RandomDownUp(torch.nn.Module):
         return v2.functional.resize(small, [h, w], interpolation=InterpolationMode.BICUBIC, antialias=True)
 
 
+class ShortSideAtLeast(torch.nn.Module):
+    """Upscale (bicubic) an image whose short side is below `size`; leave larger ones at their native pixels."""
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = size
+
+    def forward(self, img):
+        h, w = v2.functional.get_size(img)
+        if min(h, w) >= self.size:
+            return img
+        return v2.functional.resize(img, self.size, interpolation=InterpolationMode.BICUBIC, antialias=True)
+
+
 def _maybe(transform, p: float) -> list:
     return [v2.RandomApply([transform], p=p)] if p > 0 else []
 
@@ -94,7 +108,7 @@ def build_train_transform(profile: str | dict | AugmentationProfile, image_size:
     """
     p = get_profile(profile)
     if p.crop == "native":
-        crop = [v2.RandomCrop(image_size, pad_if_needed=True, padding_mode="reflect")]
+        crop = [ShortSideAtLeast(image_size), v2.RandomCrop(image_size)]
     elif p.crop == "resized":
         crop = [v2.RandomResizedCrop(image_size, scale=p.scale, ratio=p.ratio,
                                      interpolation=InterpolationMode(interpolation), antialias=True)]
