@@ -157,4 +157,10 @@ def test_torchrun_two_processes_agree_on_weights(tmp_path):
     saved = load_detector(tmp_path / "out").state_dict()  # written by rank 0 after training
     assert all(torch.equal(saved[k], rank0[k]) for k in saved)
     state = json.loads((tmp_path / "out" / "trainer_state.json").read_text())
-    assert state["global_step"] == 3 and [h["step"] for h in state["log_history"] if "loss" in h] == [1, 2, 3]
+    # really distributed: 16 images in global batches of 2 x 4, so an epoch is 2 steps, not 4
+    assert state["global_step"] == 3 and [h["epoch"] for h in state["log_history"] if "loss" in h] == [0.5, 1, 1.5]
+    # and each rank took its own half of each global batch: the same weights as one process with batch 8
+    single = run.main(["--model_name_or_path", TINY_ARCH, "--pretrained", "false", "--image_size", "32",
+                       "--train_dirs", str(data), "--output_dir", str(tmp_path / "single"), "--max_steps", "3",
+                       "--per_device_train_batch_size", "8", *FAST]).model.state_dict()
+    assert all(torch.allclose(single[k], rank0[k], atol=1e-5) for k in single)
