@@ -111,11 +111,12 @@ def _create_backbone(architecture: str, pretrained: bool | str | Path, num_class
     return model, hub_id or name
 
 
-def _detector_pretrained_cfg(model: torch.nn.Module, image_size: int, num_classes: int, base: str | None) -> dict:
+def _detector_pretrained_cfg(model: torch.nn.Module, image_size: int, num_classes: int, base: str | None,
+                             eval_resize_ratio: float = EVAL_RESIZE_RATIO) -> dict:
     cfg = {k: v for k, v in model.pretrained_cfg.items() if k not in _BASE_SOURCE_KEYS and v is not None}
     if base is None:
         cfg.pop("license", None)  # random weights inherit no license from timm's registry entry
-    scale_size = round(image_size * EVAL_RESIZE_RATIO)
+    scale_size = round(image_size * eval_resize_ratio)
     cfg.update(
         input_size=(3, image_size, image_size),
         crop_pct=image_size / scale_size,  # timm's eval transform resizes the short side to size / crop_pct
@@ -135,6 +136,7 @@ def build_detector(
     image_size: int = 256,
     labels: tuple[str, ...] | list[str] = DEFAULT_LABELS,
     input_filter: str | None = None,
+    eval_resize_ratio: float = EVAL_RESIZE_RATIO,
     **model_kwargs,
 ) -> TimmWrapperForImageClassification:
     """A transformers image classifier around `timm.create_model(architecture)`.
@@ -143,12 +145,14 @@ def build_detector(
     timm weights file or folder; False initialises at random. The classifier is always new, sized to `labels`.
     model_kwargs go to `timm.create_model` (e.g. drop_path_rate) and are stored so the folder rebuilds the same net.
     input_filter="npr" makes the stem blind to image content (see `constrain_input_filter`).
+    eval_resize_ratio: evaluation resizes the short side to image_size * ratio, then centre-crops image_size
+    (the seed's 288/256; 1.0 keeps a 256-px image's native pixels at 256).
     """
     labels = list(labels)
     backbone, base = _create_backbone(architecture, pretrained, len(labels), **model_kwargs)
     config = TimmWrapperConfig(
         architecture=architecture.split(".")[0],
-        pretrained_cfg=_detector_pretrained_cfg(backbone, image_size, len(labels), base),
+        pretrained_cfg=_detector_pretrained_cfg(backbone, image_size, len(labels), base, eval_resize_ratio),
         num_labels=len(labels),
         id2label=dict(enumerate(labels)),
         label2id={name: i for i, name in enumerate(labels)},

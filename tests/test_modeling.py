@@ -27,6 +27,16 @@ def test_build_detector_is_a_transformers_classifier_with_labels_and_eval_prepro
     assert model.timm_model.get_classifier().out_features == 2
 
 
+def test_eval_resize_ratio_one_keeps_native_pixels(tmp_path):
+    model = build_detector(TINY_ARCH, pretrained=False, image_size=TINY_SIZE, eval_resize_ratio=1.0)
+    save_detector(model, tmp_path)
+    img = Image.fromarray(np.random.default_rng(2).integers(0, 255, (TINY_SIZE, TINY_SIZE + 8, 3), dtype=np.uint8))
+    got = AutoImageProcessor.from_pretrained(tmp_path)(img, return_tensors="pt")["pixel_values"][0]
+    crop = np.asarray(img.crop((4, 0, 4 + TINY_SIZE, TINY_SIZE)), dtype=np.float32) / 255  # centre, unresized
+    want = (crop - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
+    np.testing.assert_allclose(got.permute(1, 2, 0).numpy(), want, atol=1e-4)
+
+
 def test_custom_labels_and_model_kwargs_round_trip(tmp_path):
     model = build_detector(TINY_ARCH, pretrained=False, image_size=TINY_SIZE, labels=("fake", "real"),
                            drop_path_rate=0.1)

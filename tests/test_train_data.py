@@ -240,6 +240,12 @@ def test_native_profile_crops_native_pixels():
     assert windows  # an unresampled window of the original
 
 
+def test_profile_crop_size_trains_on_small_patches_of_a_larger_model():
+    img = Image.fromarray(np.random.default_rng(3).integers(0, 255, (40, 48, 3), dtype=np.uint8))
+    profile = {"base": "native", "crop_size": 16}
+    assert build_train_transform(profile, SIZE, MEAN, STD)(img).shape == (3, 16, 16)
+
+
 def test_light_profile_keeps_pixels_untouched_apart_from_crop_and_flip():
     img = Image.fromarray(np.random.default_rng(1).integers(0, 255, (SIZE, SIZE, 3), dtype=np.uint8))
     profile = get_profile({"base": "light", "scale": [1.0, 1.0], "ratio": [1.0, 1.0], "hflip": False})

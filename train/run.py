@@ -58,6 +58,8 @@ class ModelArguments:
     drop_path_rate: float | None = field(default=None, metadata={"help": "Stochastic depth of a new detector"})
     input_filter: str | None = field(default=None, metadata={
         "help": "npr: a new detector whose stem is blind to content (modeling.constrain_input_filter)"})
+    eval_resize_ratio: float = field(default=EVAL_RESIZE_RATIO, metadata={
+        "help": "Evaluation resizes the short side to image_size * this, then centre-crops (seed: 288/256)"})
     init_from: str | None = field(default=None, metadata={
         "help": "Continual phase: start from this trained detector (folder or Hub repo) instead of a new one"})
 
@@ -126,7 +128,8 @@ def build_model(model_args: ModelArguments):
         return model
     kwargs = {} if model_args.drop_path_rate is None else {"drop_path_rate": model_args.drop_path_rate}
     return build_detector(start, pretrained=_bool_or_path(model_args.pretrained),
-                          image_size=model_args.image_size or 256, input_filter=model_args.input_filter, **kwargs)
+                          image_size=model_args.image_size or 256, input_filter=model_args.input_filter,
+                          eval_resize_ratio=model_args.eval_resize_ratio, **kwargs)
 
 
 def make_compute_metrics(source_names: list[str], fake_idx: int, threshold: float):

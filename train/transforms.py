@@ -33,6 +33,7 @@ class AugmentationProfile:
     blur_sigma: tuple[float, float] = (0.1, 0.5)  # Gaussian blur, kernel 3
     blur_p: float = 0.0
     grayscale_p: float = 0.0
+    crop_size: int | None = None          # training crop; None = the model's image_size
 
 
 PROFILES: dict[str, AugmentationProfile] = {
@@ -107,6 +108,8 @@ def build_train_transform(profile: str | dict | AugmentationProfile, image_size:
     torchvision's JPEG transform works and every op stays in one format.
     """
     p = get_profile(profile)
+    # A convnet with global pooling takes any size: small native patches train fast and keep traces at their scale
+    image_size = p.crop_size or image_size
     if p.crop == "native":
         crop = [ShortSideAtLeast(image_size), v2.RandomCrop(image_size)]
     elif p.crop == "resized":
