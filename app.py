@@ -24,7 +24,7 @@ from gradio.utils import get_upload_folder
 
 from modeling import build_detector
 from modeling.imageio import MAX_BYTES, ImageReadError, read_image
-from modeling.inference import Detector, Prediction, heatmap_overlay, verdict
+from modeling.inference import BACKENDS, Detector, Prediction, heatmap_overlay, verdict
 from modeling.provenance import read_provenance
 
 logger = logging.getLogger(__name__)
@@ -256,7 +256,7 @@ def main():
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 7860)))
     parser.add_argument("--host", default=None, help="address to bind (default: $GRADIO_SERVER_NAME or 127.0.0.1;"
                                                      " 0.0.0.0 to serve the network)")
-    parser.add_argument("--backend", default="auto", choices=("auto", "onnx", "torch"))
+    parser.add_argument("--backend", default="auto", choices=BACKENDS)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
     limit_malloc_arenas()

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from modeling import build_detector, save_detector  # noqa: E402
 from modeling.imageio import read_image  # noqa: E402
-from modeling.inference import Detector  # noqa: E402
+from modeling.inference import BACKENDS, Detector  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "ood"
 
@@ -69,7 +69,7 @@ def main():
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--n_timed", type=int, default=12, help="images timed (each by both paths, interleaved)")
     parser.add_argument("--n_check", type=int, default=48, help="images compared for |p_app - p_eager|")
-    parser.add_argument("--backend", default="auto", choices=("auto", "onnx", "torch"))
+    parser.add_argument("--backend", default="auto", choices=BACKENDS)
     args = parser.parse_args()
 
     torch.manual_seed(0)

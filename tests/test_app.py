@@ -21,7 +21,9 @@ from modeling.provenance import read_provenance
 
 @pytest.fixture(scope="module")
 def detector(tiny_detector_dir):
-    return Detector.from_pretrained(tiny_detector_dir)  # backend "auto": ONNX Runtime, as the app serves
+    # ONNX Runtime: the app's path on CPUs without native bf16. The compiled bf16 path (the default where the CPU
+    # has native bf16) costs ~45 s of compiling, so it has its own slow test below.
+    return Detector.from_pretrained(tiny_detector_dir, backend="onnx")
 
 
 @pytest.fixture
@@ -48,6 +50,18 @@ def test_fast_path_matches_eager_pipeline(tiny_detector_dir, detector, tmp_path)
         assert fast.fake_probability == pytest.approx(eager["fake"], abs=1e-5)
         assert fast.probabilities["real"] == pytest.approx(eager["real"], abs=1e-5)
         assert torch_detector.predict(read_image(path)).fake_probability == pytest.approx(eager["fake"], abs=1e-5)
+
+
+@pytest.mark.slow
+def test_compiled_bf16_path_stays_within_tolerance(tiny_detector_dir, tmp_path):
+    det = Detector.from_pretrained(tiny_detector_dir, backend="compile")
+    clf = pipeline("image-classification", model=str(tiny_detector_dir))
+    images = [make_image(tmp_path / f"{i}.jpg", seed=i, size=(64, 48), fake=i % 2 == 0) for i in range(6)]
+    predictions = det.predict_batch([read_image(p) for p in images], with_cam=True)
+    for path, pred in zip(images, predictions):
+        eager = {o["label"]: o["score"] for o in clf(str(path), top_k=None)}
+        assert pred.fake_probability == pytest.approx(eager["fake"], abs=0.01)
+        assert pred.cam is not None
 
 
 def test_batch_equals_single(detector, tmp_path):
