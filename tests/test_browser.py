@@ -40,6 +40,7 @@ def free_port() -> int:
 
 @pytest.fixture
 def app_server(tiny_detector_dir, tmp_path):
+    require_chromium()  # before paying for the server
     port = free_port()
     log = (tmp_path / "server.log").open("w")
     env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1", MODEL_ID="")
@@ -73,7 +74,6 @@ def app_server(tiny_detector_dir, tmp_path):
 
 
 def test_upload_shows_verdict_heatmap_and_provenance(app_server, tmp_path):
-    require_chromium()
     from playwright.sync_api import expect, sync_playwright
 
     image = make_image(tmp_path / "upload.jpg", seed=7, size=(160, 120))
