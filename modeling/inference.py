@@ -1,12 +1,13 @@
 """Serving-time inference: one loaded detector shared by every request, calibrated p(fake), a verdict with an
 "uncertain" band, and Grad-CAM.
 
-Speed (benchmarks/app_latency.py, convnextv2_base at 256 px, 2-core AMD EPYC with native bf16, quiet machine):
-the backbone's forward_features in bf16 autocast, channels_last, compiled by torch.compile, makes the app's path
-2.4x faster than eager fp32 pipeline() (153 vs 369 ms per image), moving p(fake) by at most 0.003. ONNX Runtime fp32 is exact but only ~1.2x faster; dynamic int8 (PyTorch or
-ONNX Runtime) is ~2.2x but moved p(fake) by up to 0.013, over the 0.01 budget; bf16 without compile ~1.5x. So
-backend="auto" compiles in bf16 where the CPU has native bf16 (AVX512-BF16 or AMX; compiling costs ~40 s at load,
-and needs a C++ compiler), else uses ONNX Runtime, else eager PyTorch (also the path on a GPU).
+Speed (benchmarks/app_latency.py: convnextv2_base at 256 px on a 2-core AMD EPYC with native bf16, quiet machine).
+The backbone's forward_features compiled by torch.compile and run under bf16 autocast, channels_last, makes the
+app's path 2.4x faster than eager fp32 pipeline() (153 vs 369 ms per image), moving p(fake) by at most 0.003.
+ONNX Runtime fp32 is exact but only 1.2-1.4x faster; dynamic int8 (PyTorch or ONNX Runtime) ~2.2x but it moved
+p(fake) by up to 0.013, over the 0.01 budget; bf16 without compiling ~1.5x. So backend="auto" compiles in bf16
+where the CPU has native bf16 (AVX512-BF16 or AMX; compiling takes ~40 s at load and needs a C++ compiler), else
+uses ONNX Runtime, else eager PyTorch (also the path on a GPU).
 
 Grad-CAM without hooks. The net is split into backbone (`forward_features`: stem and stages; for ConvNeXt its
 output is the last stage's activation map) and head (`forward_head`: pool, norm, classifier). The backbone

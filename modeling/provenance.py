@@ -53,7 +53,8 @@ class Provenance:
         lines = [
             f"- **Camera (EXIF):** {camera or 'none recorded'}",
             f"- **Software (EXIF):** {self.software or 'none recorded'}",
-            f"- **C2PA / Content Credentials:** {'present (signature not verified here)' if self.c2pa else 'none found'}",
+            "- **C2PA / Content Credentials:** "
+            + ("present (signature not verified here)" if self.c2pa else "none found"),
             "- **Generator metadata:** " + ("; ".join(self.generator_metadata) or "none found"),
         ]
         return "**Provenance** (read from the file's metadata; not part of the score)\n\n" + "\n".join(lines)
