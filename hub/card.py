@@ -77,6 +77,8 @@ class EvalSet:
         return [self.path.parent / n for n in names if (self.path.parent / n).is_file()]
 
 
+NOTES_FILE = "model_notes.md"  # optional free text from the trainer, shown near the top of the card
+
 def _read_json(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
@@ -442,6 +444,9 @@ def write_model_card(model_dir: str | Path, results_path=None, repo_id: str | No
             raise ValueError(f"{s.path} evaluates a {evaluated}, but {model_dir} holds a {config.get('architecture')}:"
                              " these results belong to another model.")
     training_config = _read_json(model_dir / "training_config.json")
+    # What only the trainer knows (purpose, caveats, experiments that led here): model_notes.md, kept as written
+    notes_file = model_dir / NOTES_FILE
+    notes = notes_file.read_text().strip() if notes_file.is_file() else ""
     calibration = {"temperature": 1.0, "threshold": 0.5, **(config.get("calibration") or {})}
     license_id, license_reason = license_of(config)
     summary, calibration_section = calibration_text(calibration, eval_sets)
@@ -462,5 +467,5 @@ def write_model_card(model_dir: str | Path, results_path=None, repo_id: str | No
                         by_source=source_table(s.results), by_generator=generator_table(s.results),
                         robustness=robustness_table(s.results), plots=plot_links(s)) for s in eval_sets],
         validation=validation_table(_read_json(model_dir / "eval_results.json")),
-        recipe=recipe_text(training_config), data_limitations=data_limitations(eval_sets),
+        recipe=recipe_text(training_config), data_limitations=data_limitations(eval_sets), notes=notes,
     )

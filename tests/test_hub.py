@@ -179,6 +179,15 @@ def test_card_says_what_is_missing(tiny_detector_dir):
     assert "The model is not calibrated" in card
 
 
+def test_card_shows_the_trainers_notes(tmp_path, tiny_detector_dir):
+    model_dir = tmp_path / "m"
+    shutil.copytree(tiny_detector_dir, model_dir)
+    assert "About this model" not in str(write_model_card(model_dir, repo_id=REPO))
+    (model_dir / "model_notes.md").write_text("A small demo model trained on CPU.\n")
+    card = str(write_model_card(model_dir, repo_id=REPO))
+    assert "## About this model\n\nA small demo model trained on CPU." in card
+
+
 def test_card_flags_results_measured_at_another_threshold(tmp_path, tiny_detector_dir):
     folder = shutil.copytree(tiny_detector_dir, tmp_path / "m")
     (folder / "results.json").write_text(json.dumps(synthetic_results(threshold=0.3, temperature=1.0)))
