@@ -179,7 +179,9 @@ class Detector:
     def _make_backbone(self, backend: str, threads: int):
         on_cpu = self.device.type == "cpu"
         input_size = tuple(self.data_config["input_size"])
-        if backend == "compile" or (backend == "auto" and on_cpu and cpu_has_native_bf16()):
+        # A content-blind stem (input_filter) reads pixel differences of one grey level, which bf16 rounds away
+        low_precision_ok = getattr(self.model.config, "input_filter", None) is None
+        if backend == "compile" or (backend == "auto" and on_cpu and cpu_has_native_bf16() and low_precision_ok):
             try:
                 return _CompiledBackbone(self.net, input_size)
             except Exception as e:  # noqa: BLE001 - no C++ compiler, an op inductor cannot handle...

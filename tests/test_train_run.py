@@ -131,6 +131,14 @@ def test_input_filter_constraint_holds_after_training(tmp_path):
     assert load_detector(tmp_path / "out").config.input_filter == "npr"
 
 
+def test_input_filter_refuses_low_precision_autocast(tmp_path):
+    data = make_image_folder(tmp_path / "data", n_per_class=2)
+    with pytest.raises(ValueError, match="fp32"):
+        run.main(["--model_name_or_path", TINY_ARCH, "--pretrained", "false", "--image_size", "32",
+                  "--input_filter", "npr", "--train_dirs", str(data), "--output_dir", str(tmp_path / "out"),
+                  "--max_steps", "1", *FAST, "--mixed_precision", "bf16"])
+
+
 @pytest.mark.slow
 def test_torchrun_two_processes_agree_on_weights(tmp_path):
     data = make_image_folder(tmp_path / "data", n_per_class=8)
