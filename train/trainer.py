@@ -10,6 +10,9 @@ What the subclass changes, and why:
 - Logs: the head's and the earliest group's LR, so the decay is visible in TensorBoard.
 - A model with an input filter (config.input_filter, e.g. "npr") gets its stem constraint re-imposed after every
   optimizer step (modeling.constrain_input_filter).
+- Checkpoints appear atomically: the Trainer writes checkpoint-N file by file in place, so a run killed mid-save
+  leaves a checkpoint-N that `resume_from_checkpoint=True` picks (the highest number) and cannot load. Here it
+  writes into a staging folder, and checkpoint-N appears in one rename once every process has finished.
 Everything else (AMP and GradScaler, gradient accumulation and clipping, checkpoints with optimizer, scheduler,
 scaler and RNG states, resume, DDP) is the Trainer's own.
 """
@@ -17,20 +20,28 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import shutil
 import warnings
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Literal
 
 import torch
 from timm.optim import param_groups_layer_decay
 from torch.optim.lr_scheduler import LambdaLR
 from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from modeling import constrain_input_filter
 from train.data import IGNORE_INDEX
 
 logger = logging.getLogger(__name__)
+# Where checkpoints are written before they appear; outside the Trainer's checkpoint-* pattern, so neither resume
+# nor rotation ever sees a half-written one.
+STAGING_DIR = "tmp-checkpoint"
 
 
 def resolve_mixed_precision(requested: str, cuda: bool, capability: tuple[int, int] | None = None,
@@ -129,6 +140,33 @@ def warmup_cosine_schedule(optimizer, warmup_steps: int, total_steps: int, start
     return LambdaLR(optimizer, lambdas)
 
 
+def _fsync(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:  # a platform that cannot open or sync a directory (Windows)
+        pass
+
+
+def publish_checkpoint(staged: Path, final: Path) -> None:
+    """Move a finished checkpoint folder into place with one rename (atomic on POSIX), after flushing its files,
+    so that even a machine crash finds either the whole checkpoint or none."""
+    for file in staged.rglob("*"):
+        if file.is_file():
+            _fsync(file)
+    replaced = None
+    if final.exists():  # the same step saved again, e.g. by a resumed run over a killed run's output_dir
+        replaced = staged.with_name(staged.name + "-replaced")
+        final.rename(replaced)
+    os.replace(staged, final)
+    _fsync(final.parent)
+    if replaced is not None:
+        shutil.rmtree(replaced)
+
+
 class InputFilterProjection(TrainerCallback):
     """Projects the stem back onto the model's input-filter constraint after each optimizer step."""
 
@@ -141,6 +179,7 @@ class DetectorTrainer(Trainer):
 
     def __init__(self, *args, train_sampler=None, **kwargs):
         """train_sampler: train.data.EpochSampler (replay, per-sample augmentation seeds); None: the Trainer's."""
+        self._staging = False  # True while _save_checkpoint writes (see there)
         super().__init__(*args, **kwargs)
         self.train_sampler = train_sampler
         # source_ids rides along with the labels so compute_metrics can report per source
@@ -151,6 +190,35 @@ class DetectorTrainer(Trainer):
 
     def _get_train_sampler(self, train_dataset=None):
         return self.train_sampler if self.train_sampler is not None else super()._get_train_sampler(train_dataset)
+
+    def _get_output_dir(self, trial) -> str:
+        run_dir = super()._get_output_dir(trial)
+        return os.path.join(run_dir, STAGING_DIR) if self._staging else run_dir
+
+    def _save_checkpoint(self, model, trial):
+        """The Trainer's save, pointed at run_dir/tmp-checkpoint (through _get_output_dir), then one rename."""
+        run_dir = self._get_output_dir(trial)
+        staging = Path(run_dir, STAGING_DIR)
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        if self.args.should_save:
+            shutil.rmtree(staging, ignore_errors=True)  # what a killed save left behind
+        self.accelerator.wait_for_everyone()
+        self._staging = True
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._staging = False
+        best = self.state.best_model_checkpoint  # the Trainer named the staged folder if this step is the best
+        if best and Path(best).parent == staging:
+            self.state.best_model_checkpoint = os.path.join(run_dir, Path(best).name)
+            if self.args.should_save:
+                self.state.save_to_json(str(staging / name / TRAINER_STATE_NAME))
+        self.accelerator.wait_for_everyone()  # every rank has written its files (rng_state_<rank>.pth)
+        if self.args.should_save:
+            publish_checkpoint(staging / name, Path(run_dir, name))
+            shutil.rmtree(staging, ignore_errors=True)
+            rotate_checkpoints(run_dir, self.args.save_total_limit, self.state.best_model_checkpoint, use_mtime=True)
+        self.accelerator.wait_for_everyone()
 
     def create_optimizer(self, model=None):
         if self.optimizer is None:
