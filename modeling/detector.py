@@ -25,6 +25,7 @@ from urllib.parse import urlparse
 
 import timm
 import torch
+from safetensors import SafetensorError
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from transformers import (
     AutoModelForImageClassification,
@@ -228,7 +229,11 @@ def load_detector(name_or_path: str | Path, **kwargs) -> TimmWrapperForImageClas
             f"{path} holds no safetensors weights{' (found pickle files: ' + ', '.join(pickles) + ')' if pickles else ''}."
             " Only safetensors are loaded, because a pickle can execute code when loaded. Convert trusted weights "
             "with safetensors.torch.save_file.")
-    return AutoModelForImageClassification.from_pretrained(str(name_or_path), use_safetensors=True, **kwargs)
+    try:
+        return AutoModelForImageClassification.from_pretrained(str(name_or_path), use_safetensors=True, **kwargs)
+    except SafetensorError as e:  # its own message ("header too large") does not say which file or why
+        raise ValueError(f"{name_or_path}: the weights file is not valid safetensors ({e}): a truncated copy, or "
+                         "another format under a .safetensors name.") from e
 
 
 def fake_index(config) -> int:
