@@ -1,0 +1,41 @@
+"""The bundled demo model (checkpoints/demo/): loads everywhere a user would load it, and carries its card."""
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from transformers import pipeline
+
+from modeling import get_calibration, load_detector
+
+DEMO = Path(__file__).resolve().parents[1] / "checkpoints" / "demo"
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def test_demo_model_is_small_safetensors_with_card_and_results():
+    files = {p.name for p in DEMO.iterdir()}
+    assert {"config.json", "model.safetensors", "README.md", "training_config.json"} <= files
+    assert not [f for f in files if f.endswith((".bin", ".pt", ".pth", ".pkl"))]
+    assert (DEMO / "model.safetensors").stat().st_size <= 25 * 2**20
+    assert (DEMO / "eval_ood" / "results.json").is_file()
+    card = (DEMO / "README.md").read_text()
+    assert "not a production detector" in card and "model-index" in card
+
+
+def test_demo_model_is_calibrated_content_blind_and_loads_in_timm():
+    model = load_detector(DEMO).eval()
+    cal = get_calibration(model.config)
+    assert cal["fitted_on"].endswith("val") and 0 < cal["threshold"] < 1 and cal["temperature"] != 1.0
+    stem = model.timm_model.stem[0].weight
+    assert stem.view(*stem.shape[:2], 2, 2, 2, 2).sum(dim=(3, 5)).abs().max() < 1e-5  # npr constraint held
+    net = timm.create_model("local-dir:" + str(DEMO), pretrained=True).eval()
+    x = torch.randn(1, 3, 256, 256)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), model(pixel_values=x).logits, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("image", sorted(EXAMPLES.glob("*.jpg"))[:2], ids=lambda p: p.name)
+def test_demo_model_pipeline_scores_an_example(image):
+    out = pipeline("image-classification", model=str(DEMO))(str(image))
+    assert {o["label"] for o in out} == {"real", "fake"}
+    assert sum(o["score"] for o in out) == pytest.approx(1.0, abs=1e-5)
