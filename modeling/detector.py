@@ -31,7 +31,6 @@ from transformers import (
     AutoModelForImageClassification,
     TimmWrapperConfig,
     TimmWrapperForImageClassification,
-    TimmWrapperImageProcessor,
 )
 
 logger = logging.getLogger(__name__)
@@ -197,10 +196,6 @@ def constrain_input_filter(model) -> None:
     o, c, kh, kw = stem.weight.shape
     blocks = stem.weight.view(o, c, kh // 2, 2, kw // 2, 2)
     blocks.sub_(blocks.mean(dim=(3, 5), keepdim=True))
-
-
-def image_processor_for(model: TimmWrapperForImageClassification) -> TimmWrapperImageProcessor:
-    return TimmWrapperImageProcessor(pretrained_cfg=model.config.pretrained_cfg)
 
 
 def save_detector(model: TimmWrapperForImageClassification, folder: str | Path, **save_kwargs) -> Path:
