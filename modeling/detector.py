@@ -111,15 +111,19 @@ def _create_backbone(architecture: str, pretrained: bool | str | Path, num_class
     return model, hub_id or name
 
 
+def eval_size_cfg(image_size: int, eval_resize_ratio: float = EVAL_RESIZE_RATIO) -> dict:
+    """pretrained_cfg entries for evaluation at image_size: timm resizes the short side to size / crop_pct, so
+    crop_pct = size / round(size * ratio) gives a short side of exactly size * ratio, then a centre crop."""
+    return dict(input_size=(3, image_size, image_size), crop_pct=image_size / round(image_size * eval_resize_ratio))
+
+
 def _detector_pretrained_cfg(model: torch.nn.Module, image_size: int, num_classes: int, base: str | None,
                              eval_resize_ratio: float = EVAL_RESIZE_RATIO) -> dict:
     cfg = {k: v for k, v in model.pretrained_cfg.items() if k not in _BASE_SOURCE_KEYS and v is not None}
     if base is None:
         cfg.pop("license", None)  # random weights inherit no license from timm's registry entry
-    scale_size = round(image_size * eval_resize_ratio)
     cfg.update(
-        input_size=(3, image_size, image_size),
-        crop_pct=image_size / scale_size,  # timm's eval transform resizes the short side to size / crop_pct
+        **eval_size_cfg(image_size, eval_resize_ratio),
         crop_mode="center",
         interpolation="bicubic",
         mean=tuple(IMAGENET_DEFAULT_MEAN),

@@ -36,7 +36,7 @@ if __package__ in (None, ""):
     sys.path[:] = [str(_here.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _here]
 
 from modeling import build_detector, get_calibration, load_detector, save_detector  # noqa: E402
-from modeling.detector import EVAL_RESIZE_RATIO, fake_index  # noqa: E402
+from modeling.detector import EVAL_RESIZE_RATIO, eval_size_cfg, fake_index  # noqa: E402
 from train.data import IGNORE_INDEX, DataLimits, SourceSpec, build_eval_data, build_training_data, collate  # noqa: E402
 from train.metrics import fake_probs_from_logits, load_detection_metric  # noqa: E402
 from train.trainer import DetectorTrainer, DetectorTrainingArguments  # noqa: E402
@@ -123,8 +123,7 @@ def build_model(model_args: ModelArguments):
         model = load_detector(start)
         if model_args.image_size and model_args.image_size != model.config.pretrained_cfg["input_size"][-1]:
             size = model_args.image_size  # ConvNeXt takes any size: only the recorded preprocessing changes
-            model.config.pretrained_cfg.update(input_size=(3, size, size),
-                                               crop_pct=size / round(size * EVAL_RESIZE_RATIO))
+            model.config.pretrained_cfg.update(eval_size_cfg(size, model_args.eval_resize_ratio))
         return model
     kwargs = {} if model_args.drop_path_rate is None else {"drop_path_rate": model_args.drop_path_rate}
     return build_detector(start, pretrained=_bool_or_path(model_args.pretrained),
