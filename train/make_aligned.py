@@ -46,6 +46,9 @@ class Args:
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0: torch's default)"})
     jpeg_quality: int = field(default=90, metadata={"help": "90 matches the shared data's processing"})
     resume: bool = field(default=True, metadata={"help": "skip crops already listed in output metadata.csv"})
+    encoder_bf16: bool = field(default=False, metadata={
+        "help": "run the encoder under bf16 autocast (about 2x faster on a CPU with native bf16). The decoder, "
+                "whose traces the detector learns, always runs in fp32; the encoder only chooses the content"})
 
 
 def list_inputs(input_dir):
@@ -84,13 +87,20 @@ def output_name(rel):
     return "__".join(parts)
 
 
-def reconstruct(model, images):
+def reconstruct(model, images, encoder_bf16=False):
     """uint8 HWC crops -> uint8 HWC reconstructions of the same size."""
     x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div(255)
     h, w = x.shape[-2:]
     # latents are 1/8 resolution: pad to a multiple of 8 so the decoder gives back exactly h x w
     x = F.pad(x, (0, -w % 8, 0, -h % 8), mode="replicate")
-    y = model(x.contiguous(memory_format=torch.channels_last))[..., :h, :w]
+    x = x.contiguous(memory_format=torch.channels_last)
+    if encoder_bf16 and hasattr(model, "encoder") and hasattr(model, "decoder"):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            z = model.encoder(x)
+        y = model.decoder(z.float()).clamp(0, 1)
+    else:
+        y = model(x)
+    y = y[..., :h, :w]
     return y.mul(255).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
 
 
@@ -145,7 +155,7 @@ def main(argv=None):
         if mode == "w":
             writer.writerow(COLUMNS)
         for batch in batched(iter_crops(args, inputs, input_dir, done), args.batch_size):
-            recons = reconstruct(model, [crop for *_, crop in batch])
+            recons = reconstruct(model, [crop for *_, crop in batch], args.encoder_bf16)
             for (name, origin, license, crop), recon in zip(batch, recons):
                 if args.write_reals:
                     Image.fromarray(crop).save(out / "real" / f"{name}.jpg", quality=args.jpeg_quality)
