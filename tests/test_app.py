@@ -15,7 +15,7 @@ import app
 from conftest import TINY_ARCH, encode_image, make_image, odd_image_cases
 from modeling import build_detector, save_detector, set_calibration
 from modeling.imageio import read_image
-from modeling.inference import Detector, heatmap_overlay, verdict
+from modeling.inference import Detector, _Features, _int8_weights, cpu_has_native_bf16, heatmap_overlay, verdict
 from modeling.provenance import read_provenance
 
 
@@ -62,6 +62,41 @@ def test_compiled_bf16_path_stays_within_tolerance(tiny_detector_dir, tmp_path):
         eager = {o["label"]: o["score"] for o in clf(str(path), top_k=None)}
         assert pred.fake_probability == pytest.approx(eager["fake"], abs=0.01)
         assert pred.cam is not None
+
+
+def test_openvino_path_stays_within_tolerance(tiny_detector_dir, tmp_path):
+    """The app's default path on CPU: bf16 + int8 where the CPU has native bf16 (as here), else f32."""
+    det = Detector.from_pretrained(tiny_detector_dir, backend="openvino")
+    assert det.backend == ("openvino+bf16+int8" if cpu_has_native_bf16() else "openvino")
+    clf = pipeline("image-classification", model=str(tiny_detector_dir))
+    images = [make_image(tmp_path / f"{i}.jpg", seed=i, size=(64, 48), fake=i % 2 == 0) for i in range(6)]
+    predictions = det.predict_batch([read_image(p) for p in images], with_cam=True)
+    for path, pred in zip(images, predictions):
+        eager = {o["label"]: o["score"] for o in clf(str(path), top_k=None)}
+        assert pred.fake_probability == pytest.approx(eager["fake"], abs=0.01)
+        assert pred.cam is not None and np.abs(pred.cam).max() == pytest.approx(1.0)
+
+
+def test_int8_weights_leave_the_last_stage_alone():
+    import openvino as ov
+
+    net = build_detector(TINY_ARCH, pretrained=False, image_size=32).timm_model.eval()
+    model = ov.convert_model(_Features(net), example_input=torch.zeros(1, 3, 32, 32), input=[[1, 3, 32, 32]])
+    int8 = [op.get_friendly_name() for op in _int8_weights(model, net).get_ops()
+            if op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.i8]
+    stages = {name.split("stages.")[1].split(".")[0] for name in int8 if "stages." in name}
+    assert stages == {str(i) for i in range(len(net.stages) - 1)}
+    assert any("mlp.fc1" in name for name in int8)
+
+
+def test_content_blind_model_runs_openvino_in_f32_exactly(tmp_path):
+    model = build_detector(TINY_ARCH, pretrained=False, image_size=32, input_filter="npr")
+    det = Detector(model, backend="auto")
+    assert det.backend == "openvino"  # never bf16: it would round away the pixel differences the stem reads
+    ref = Detector(model, backend="torch")
+    for seed in range(3):
+        image = read_image(make_image(tmp_path / f"{seed}.jpg", seed=seed, size=(40, 40)))
+        assert det.predict(image).fake_probability == pytest.approx(ref.predict(image).fake_probability, abs=1e-5)
 
 
 def test_batch_equals_single(detector, tmp_path):

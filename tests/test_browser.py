@@ -45,8 +45,7 @@ def app_server(tiny_detector_dir, tmp_path):
     log = (tmp_path / "server.log").open("w")
     env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1", MODEL_ID="")
     proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--model", str(tiny_detector_dir),
-                             "--port", str(port), "--host", "127.0.0.1",
-                             "--backend", "onnx"],  # "auto" may compile for ~45 s: covered in test_app.py
+                             "--port", str(port), "--host", "127.0.0.1"],  # the default backend, as users run it
                             cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + SERVER_START_TIMEOUT_S
