@@ -4,7 +4,8 @@
 Speed (benchmarks/app_latency.py: convnextv2_base at 256 px, random weights, on a 2-core AMD EPYC with native bf16).
 backend="auto" on a CPU runs forward_features in OpenVINO: bf16, with int8 weights and dynamic int8 activations in
 the MLPs of every stage but the last (see _OpenVinoBackbone): 3.27x faster than eager fp32 pipeline() (136 vs
-443 ms per image, median), p(fake) within 0.0078 of it on 48 ood images, 0.0096 on all 1,429. Measured on the way there (same machine; backbone alone):
+443 ms per image, median), p(fake) within 0.0078 of it on 48 ood images, 0.0096 on all 1,429.
+Measured on the way there (same machine; backbone alone):
 torch.compile + bf16 autocast 150-157 ms (inductor's weight freezing gained 7% on base; the whole app path was
 2.3x faster than eager), OpenVINO bf16 124 ms (p within 0.0035), OpenVINO bf16 + int8 in every stage 95 ms but p
 off by up to 0.0088 (0.0059 with the last stage kept bf16, as shipped); torchao's int8 dynamic quantization under
