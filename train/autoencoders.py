@@ -79,8 +79,11 @@ class TinyAutoencoder(nn.Module):
             getattr(model, part).load_state_dict(state, strict=True)
         return model.eval()
 
-    def forward(self, x):
-        return self.decoder(self.encoder(x)).clamp(0, 1)
+    def forward(self, x, encoder_bf16=False):
+        # encoder_bf16: the encoder only picks the content; the decoder, whose traces a detector learns, stays fp32
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=encoder_bf16):
+            z = self.encoder(x)
+        return self.decoder(z.float()).clamp(0, 1)
 
 
 class DiffusersAutoencoder(nn.Module):
@@ -90,9 +93,11 @@ class DiffusersAutoencoder(nn.Module):
         super().__init__()
         self.vae, self.name = vae, name
 
-    def forward(self, x):
+    def forward(self, x, encoder_bf16=False):
         # mode() not sample(): a deterministic reconstruction, so reruns give the same images
-        z = self.vae.encode(x * 2 - 1).latent_dist.mode()
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=encoder_bf16):
+            z = self.vae.encode(x * 2 - 1).latent_dist.mode()
+        z = z.to(next(self.vae.parameters()).dtype)
         return ((self.vae.decode(z).sample + 1) / 2).clamp(0, 1)
 
 
