@@ -121,8 +121,7 @@ class _OpenVinoBackbone:
     def __init__(self, net: torch.nn.Module, input_size: tuple[int, int, int], threads: int, low_precision: bool):
         import openvino as ov  # optional dependency: the caller falls back without it
 
-        example = torch.zeros(1, *input_size)
-        model = ov.convert_model(_Features(net).eval(), example_input=example, input=[list(example.shape)])
+        model = to_openvino(net, input_size)
         config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
                   "INFERENCE_PRECISION_HINT": "bf16" if low_precision else "f32"}
         self.name = "openvino+bf16" if low_precision else "openvino"
@@ -141,6 +140,14 @@ class _OpenVinoBackbone:
             # .copy(): the result is a view of the request's output buffer, which the next image overwrites
             features = [torch.from_numpy(self.request.infer([one.numpy()])[0].copy()) for one in x.split(1)]
         return torch.cat(features)
+
+
+def to_openvino(net: torch.nn.Module, input_size: tuple[int, int, int]):
+    """forward_features as an OpenVINO model for one image of input_size (C, H, W)."""
+    import openvino as ov
+
+    example = torch.zeros(1, *input_size)
+    return ov.convert_model(_Features(net).eval(), example_input=example, input=[list(example.shape)])
 
 
 def _int8_weights(model, net: torch.nn.Module):

@@ -15,7 +15,8 @@ import app
 from conftest import TINY_ARCH, encode_image, make_image, odd_image_cases
 from modeling import build_detector, save_detector, set_calibration
 from modeling.imageio import read_image
-from modeling.inference import Detector, _Features, _int8_weights, cpu_has_native_bf16, heatmap_overlay, verdict
+from modeling.inference import (Detector, _int8_weights, cpu_has_native_bf16, heatmap_overlay, to_openvino,
+                                verdict)
 from modeling.provenance import read_provenance
 
 
@@ -79,8 +80,7 @@ def test_int8_weights_leave_the_last_stage_alone():
     import openvino as ov
 
     net = build_detector(TINY_ARCH, pretrained=False, image_size=32).timm_model.eval()
-    model = ov.convert_model(_Features(net), example_input=torch.zeros(1, 3, 32, 32), input=[[1, 3, 32, 32]])
-    int8 = [op.get_friendly_name() for op in _int8_weights(model, net).get_ops()
+    int8 = [op.get_friendly_name() for op in _int8_weights(to_openvino(net, (3, 32, 32)), net).get_ops()
             if op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.i8]
     stages = {name.split("stages.")[1].split(".")[0] for name in int8 if "stages." in name}
     assert stages == {str(i) for i in range(len(net.stages) - 1)}
