@@ -297,11 +297,12 @@ class Detector:
             log_odds = logits[:, self.fake_index] - logits[:, others].logsumexp(-1)
             (grads,) = torch.autograd.grad(log_odds.sum(), features)
         weights = grads.mean(dim=(2, 3), keepdim=True)  # Grad-CAM: channel weights = spatially pooled gradients
-        cams = (weights * features).sum(1).detach()
+        terms = (weights * features).detach()
+        cams = terms.sum(1)
         # The head normalises the pooled features, so the map sums to ~0 over positions; on a 1x1 grid it is only
         # rounding noise. Dividing by its own max would blow that noise up to +-1, so the divisor is at least 1e-3
         # of the map's size before cancellation (the sum of |weight * feature| over channels, at its largest).
-        magnitude = (weights.abs() * features.detach().abs()).sum(1).flatten(1).amax(1)
+        magnitude = terms.abs().sum(1).flatten(1).amax(1)
         scale = torch.maximum(cams.flatten(1).abs().amax(1), 1e-3 * magnitude).clamp(min=1e-12)
         cams = cams / scale[:, None, None]
         return logits.detach().cpu(), cams.cpu().numpy()
