@@ -3,8 +3,9 @@
 
 Speed (benchmarks/app_latency.py: convnextv2_base at 256 px, random weights, on a 2-core AMD EPYC with native bf16).
 backend="auto" on a CPU runs forward_features in OpenVINO: bf16, with int8 weights and dynamic int8 activations in
-the MLPs of every stage but the last (see _OpenVinoBackbone): 3.27x faster than eager fp32 pipeline() (136 vs
-443 ms per image, median), p(fake) within 0.0078 of it on 48 ood images, 0.0096 on all 1,429.
+the MLPs of every stage but the last (see _OpenVinoBackbone): 3.48x faster than eager fp32 pipeline() (94 vs
+326 ms per image, median, idle machine; 3.27x in a busier run), p(fake) within 0.0078 of it on 48 ood images,
+0.0096 on all 1,429.
 Measured on the way there (same machine; backbone alone):
 torch.compile + bf16 autocast 150-157 ms (inductor's weight freezing gained 7% on base; the whole app path was
 2.3x faster than eager), OpenVINO bf16 124 ms (p within 0.0035), OpenVINO bf16 + int8 in every stage 95 ms but p
