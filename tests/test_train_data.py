@@ -144,6 +144,22 @@ def test_unreadable_images_become_counted_placeholders(tmp_path, caplog):
     assert batch["pixel_values"].shape == (len(items), 3, SIZE, SIZE) and (batch["labels"] == -100).sum() == n_bad
 
 
+
+@pytest.mark.parametrize("crop", ["resized", "native"])
+def test_unreadable_image_in_a_batch_of_smaller_crops(tmp_path, crop):
+    """Issue 13's crash: a profile whose crop_size (32) is below the model's image_size (64), as demo.yaml's 128 vs
+    256, and one text file named .jpg among 16 JPEGs. The placeholder must have the shape of the crop this row's
+    transform makes, or collate cannot stack the batch and one bad file stops the run."""
+    root = make_image_folder(tmp_path / "data", n_per_class=8, size=(80, 72))
+    (root / "real" / "broken.jpg").write_text("a text file renamed to .jpg")
+    profile = {"base": "train", "crop": crop, "crop_size": 32}
+    dataset, sampler, _ = build_training_data(
+        [SourceSpec.parse(str(root), profile=profile)], lambda p: build_train_transform(p, 64, MEAN, STD), 64)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=17, sampler=sampler, collate_fn=collate)
+    (batch,) = list(loader)
+    assert batch["pixel_values"].shape == (17, 3, 32, 32)
+    assert (batch["labels"] == IGNORE_INDEX).sum() == 1
+
 # ---- replay -----------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("sizes, total, expected", [

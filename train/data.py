@@ -27,6 +27,7 @@ from pathlib import Path
 import datasets
 import numpy as np
 import torch
+from PIL import Image
 
 from modeling.imageio import ImageReadError, read_image, to_rgb
 
@@ -34,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 LABELS = ("real", "fake")  # index = label id, the order modeling.build_detector uses
 IGNORE_INDEX = -100  # label of a placeholder for an unreadable image; the loss and the metrics skip it
+PLACEHOLDER_SIDE = 8  # the blank image behind a placeholder; every transform here crops or resizes to its own size
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".avif"}
 FEATURES = datasets.Features({
     "image": datasets.Image(),
@@ -296,11 +298,14 @@ class ImageSamples(torch.utils.data.Dataset):
         except (ImageReadError, OSError) as e:
             where = value.get("path") if isinstance(value, dict) else value
             logger.warning("skipping unreadable image (row %d, %s): %s", row, where or "in-memory bytes", e)
-            return {"pixel_values": torch.zeros(3, self.image_size, self.image_size),
-                    "labels": IGNORE_INDEX, "source_ids": int(self.source_ids[row])}
+            # A blank image through this row's own transform: the placeholder has the shape of the crop that
+            # transform makes (a profile's crop_size may be below image_size), so the batch still stacks.
+            image, label = Image.new("RGB", (PLACEHOLDER_SIDE, PLACEHOLDER_SIDE)), IGNORE_INDEX
+        else:
+            label = int(self.labels[row])
         with _seeded(seed):
             pixels = self.transforms[self.row_transform[row]](image)
-        return {"pixel_values": pixels, "labels": int(self.labels[row]), "source_ids": int(self.source_ids[row])}
+        return {"pixel_values": pixels, "labels": label, "source_ids": int(self.source_ids[row])}
 
 
 class StreamingImageSamples(torch.utils.data.IterableDataset):
