@@ -8,10 +8,12 @@ PYTEST_ARGS ?=
 
 .PHONY: install browser demo test test-all clean
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+# The project itself, editable, with its pinned dependencies and the test tools: `python -m train.evaluation`,
+# `python train/run.py` and the tests import the packages from any directory, with no sys.path edits.
+$(VENV)/.installed: pyproject.toml requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $@
 
 install: $(VENV)/.installed

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,7 +24,6 @@ from PIL import Image
 from transformers import pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 from modeling import build_detector, save_detector  # noqa: E402
 from modeling.imageio import read_image  # noqa: E402
 from modeling.inference import BACKENDS, Detector  # noqa: E402

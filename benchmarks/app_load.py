@@ -27,7 +27,6 @@ import psutil
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 from modeling import build_detector, save_detector  # noqa: E402
 from modeling.imageio import read_image  # noqa: E402
 from modeling.inference import Detector  # noqa: E402

@@ -1,5 +1,5 @@
-"""Evaluation throughput of `train.evaluate` on this machine: images/s for decode + eval transform + forward, the
-path `python -m train.evaluate` runs, with random weights (speed does not depend on them).
+"""Evaluation throughput of `train.evaluation` on this machine: images/s for decode + eval transform + forward, the
+path `python -m train.evaluation` runs, with random weights (speed does not depend on them).
 
     python benchmarks/eval_throughput.py                       # convnextv2_atto and convnextv2_base at 256 px
     python benchmarks/eval_throughput.py --archs convnextv2_tiny --image_size 384 --n_images 128
@@ -9,7 +9,6 @@ preprocessed batch, so the gap to the end-to-end number is decoding and preproce
 """
 from __future__ import annotations
 
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -20,9 +19,8 @@ import torch
 from PIL import Image
 from transformers import HfArgumentParser
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from modeling import build_detector  # noqa: E402
-from train.evaluate import eval_transform, predict_logits  # noqa: E402
+from modeling.detector import build_detector, eval_transform
+from train.evaluation.predict import predict_logits
 
 
 @dataclass

@@ -14,7 +14,6 @@ closest estimate of each loop's own cost; the medians are printed beside them.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,17 +24,15 @@ import torch.nn.functional as F
 from PIL import Image
 from transformers import TrainerCallback
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from modeling import build_detector  # noqa: E402
-from train.data import SourceSpec, build_training_data, collate  # noqa: E402
-from train.trainer import (  # noqa: E402
+from modeling.detector import build_detector, data_config
+from train.data import SourceSpec, build_training_data, collate
+from train.trainer import (
     DetectorTrainer,
     DetectorTrainingArguments,
     layer_decay_param_groups,
     warmup_cosine_schedule,
 )
-from train.transforms import build_train_transform, data_config  # noqa: E402
+from train.transforms import build_train_transform
 
 
 class InMemory(torch.utils.data.Dataset):
@@ -109,8 +106,7 @@ def data_speed(a, folder: Path) -> float:
     def make_transform(profile):
         return build_train_transform(profile, a.image_size, cfg["mean"], cfg["std"], cfg["interpolation"])
 
-    dataset, sampler, _ = build_training_data([SourceSpec.parse(str(folder), profile="train")], make_transform,
-                                              a.image_size)
+    dataset, sampler, _ = build_training_data([SourceSpec.parse(str(folder), profile="train")], make_transform)
     loader = torch.utils.data.DataLoader(dataset, batch_size=a.batch_size, sampler=sampler, collate_fn=collate,
                                          num_workers=a.workers, persistent_workers=a.workers > 0)
     times = []

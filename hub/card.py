@@ -20,16 +20,22 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from modeling.formats import (
+    METRIC_NAMES,
+    RESULTS_FILE,
+    EvaluationResults,
+    calibration_from,
+    class_counts,
+    false_positive_rate,
+    read_results,
+)
+
 TEMPLATE = Path(__file__).parent / "templates" / "model_card.md"
 PROJECT_LICENSE = "apache-2.0"  # pyproject.toml: the code's license, which applies when no base weights were used
 TAGS = ["timm", "image-classification", "ai-image-detection", "deepfake-detection"]
 TASK = {"task_type": "image-classification", "task_name": "AI-generated image detection"}
-# model-index metrics (keys of train/metrics.py's detection_metrics), with the names the Hub shows.
-METRICS = {
-    "accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy", "precision": "Precision", "recall": "Recall",
-    "f1": "F1", "roc_auc": "ROC AUC", "average_precision": "Average precision",
-    "tpr_at_1pct_fpr": "TPR at 1% FPR", "tpr_at_5pct_fpr": "TPR at 5% FPR", "ece": "ECE",
-}
+# model-index metrics (results.json's, modeling/formats.py), with the names the Hub shows.
+METRICS = METRIC_NAMES
 # The subset that are metric ids on the Hub (the `metrics:` field should hold those).
 HUB_METRIC_IDS = ("accuracy", "precision", "recall", "f1", "roc_auc")
 PLOTS = {"roc.png": "ROC", "scores.png": "score histograms", "reliability.png": "reliability diagram"}
@@ -64,7 +70,7 @@ class EvalSet:
     """One results.json of the evaluation harness."""
     name: str
     path: Path
-    results: dict
+    results: EvaluationResults
 
     @property
     def repo_dir(self) -> str:
@@ -73,7 +79,7 @@ class EvalSet:
     @property
     def files(self) -> list[Path]:
         """The harness's outputs next to results.json, uploaded with the card."""
-        names = ["results.json", "results.md", *PLOTS]
+        names = [RESULTS_FILE, "results.md", *PLOTS]
         return [self.path.parent / n for n in names if (self.path.parent / n).is_file()]
 
 
@@ -85,7 +91,7 @@ def _read_json(path: Path) -> dict | None:
 
 def find_results(model_dir: str | Path) -> list[Path]:
     model_dir = Path(model_dir)
-    return [p for p in [model_dir / "results.json", *sorted(model_dir.glob("*/results.json"))] if p.is_file()]
+    return [p for p in [model_dir / RESULTS_FILE, *sorted(model_dir.glob(f"*/{RESULTS_FILE}"))] if p.is_file()]
 
 
 def load_eval_sets(model_dir: str | Path, results_path=None) -> list[EvalSet]:
@@ -97,8 +103,8 @@ def load_eval_sets(model_dir: str | Path, results_path=None) -> list[EvalSet]:
     sets: list[EvalSet] = []
     for path in paths:
         if not path.is_file():
-            raise FileNotFoundError(f"results file not found: {path} (write it with `python -m train.evaluate`)")
-        results = json.loads(path.read_text())
+            raise FileNotFoundError(f"results file not found: {path} (write it with `python -m train.evaluation`)")
+        results = read_results(path)
         # Named after the evaluated folders, never their full paths: those are the publisher's local directories.
         name = "+".join(Path(d).name for d in results.get("data", {}).get("dirs", [])) or path.parent.name
         name = re.sub(r"[^\w.-]+", "-", name).strip("-.") or "eval"
@@ -177,30 +183,20 @@ def _table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
-def _counts(m: dict) -> tuple[int, int]:
-    (tn, fp), (fn, tp) = m["confusion_matrix"]
-    return tn + fp, fn + tp
-
-
-def _fpr(m: dict) -> float | None:
-    (tn, fp), _ = m["confusion_matrix"]
-    return fp / (tn + fp) if tn + fp else None
-
-
 def overall_table(eval_sets: list[EvalSet]) -> str:
     header = ["set", "real", "fake", "accuracy", "balanced acc.", "precision", "recall", "F1", "FPR on reals",
               "ROC AUC", "AP", "TPR@1%FPR", "TPR@5%FPR", "ECE"]
     rows = []
     for s in eval_sets:
         m = s.results["overall"]
-        rows.append([f"`{s.name}`", *_counts(m), m["accuracy"], m["balanced_accuracy"], m["precision"], m["recall"],
-                     m["f1"], _fpr(m), m["roc_auc"], m["average_precision"], m["tpr_at_1pct_fpr"],
-                     m["tpr_at_5pct_fpr"], m["ece"]])
+        rows.append([f"`{s.name}`", *class_counts(m), m["accuracy"], m["balanced_accuracy"], m["precision"],
+                     m["recall"], m["f1"], false_positive_rate(m), m["roc_auc"], m["average_precision"],
+                     m["tpr_at_1pct_fpr"], m["tpr_at_5pct_fpr"], m["ece"]])
     return _table(header, rows)
 
 
 def source_table(results: dict) -> str:
-    rows = [[f"`{name}`", *_counts(m), m["accuracy"], _fpr(m), m["recall"], m["roc_auc"]]
+    rows = [[f"`{name}`", *class_counts(m), m["accuracy"], false_positive_rate(m), m["recall"], m["roc_auc"]]
             for name, m in results.get("by_source", {}).items()]
     if not rows:
         return "Not reported."
@@ -212,10 +208,11 @@ def generator_table(results: dict) -> str:
     vs_real = results.get("by_generator_vs_real") or {}
     rows = []
     for name, m in results.get("by_generator", {}).items():
-        if _counts(m)[1] == 0:  # the reals' group ("none")
+        if class_counts(m)[1] == 0:  # the reals' group ("none")
             continue
         against = vs_real.get(name, {})
-        rows.append([f"`{name}`", _counts(m)[1], m["recall"], against.get("roc_auc"), against.get("tpr_at_5pct_fpr")])
+        rows.append([f"`{name}`", class_counts(m)[1], m["recall"], against.get("roc_auc"),
+                     against.get("tpr_at_5pct_fpr")])
     if not rows:
         return "Not reported (no fakes with a generator name in this set)."
     return _table(["generator", "fakes", "detection rate", "ROC AUC vs reals", "TPR@5%FPR vs reals"], rows)
@@ -224,16 +221,16 @@ def generator_table(results: dict) -> str:
 def robustness_table(results: dict) -> str:
     sweep = results.get("robustness")
     if not sweep:
-        return ("Not evaluated for this set (`python -m train.evaluate ... --robustness` measures it).")
+        return ("Not evaluated for this set (`python -m train.evaluation ... --robustness` measures it).")
     clean = results["overall"]
 
     def delta(m):
         return None if m["roc_auc"] is None or clean["roc_auc"] is None else _delta(m["roc_auc"] - clean["roc_auc"])
 
     rows = [["none (as evaluated above)", clean["roc_auc"], "", clean["balanced_accuracy"], clean["recall"],
-             _fpr(clean), clean["tpr_at_5pct_fpr"]]]
-    rows += [[f"`{name}`", m["roc_auc"], delta(m), m["balanced_accuracy"], m["recall"], _fpr(m), m["tpr_at_5pct_fpr"]]
-             for name, m in sweep.items()]
+             false_positive_rate(clean), clean["tpr_at_5pct_fpr"]]]
+    rows += [[f"`{name}`", m["roc_auc"], delta(m), m["balanced_accuracy"], m["recall"], false_positive_rate(m),
+              m["tpr_at_5pct_fpr"]] for name, m in sweep.items()]
     return _table(["perturbation", "ROC AUC", "Δ AUC", "balanced acc.", "recall", "FPR on reals", "TPR@5%FPR"], rows)
 
 
@@ -251,7 +248,7 @@ def stale_notes(results: dict, calibration: dict) -> str:
 
 def set_description(s: EvalSet) -> str:
     data, m = s.results.get("data", {}), s.results["overall"]
-    n_real, n_fake = _counts(m)
+    n_real, n_fake = class_counts(m)
     parts = [f"{m['n']} images ({n_real} real, {n_fake} fake)"]
     if data.get("sources"):
         parts.append("sources: " + ", ".join(f"`{k}` {v}" for k, v in data["sources"].items()))
@@ -268,17 +265,17 @@ def plot_links(s: EvalSet) -> str:
 
 def headline(eval_sets: list[EvalSet]) -> str:
     if not eval_sets:
-        return ("> **Not evaluated.** No evaluation results (`results.json` from `python -m train.evaluate`) were "
+        return ("> **Not evaluated.** No evaluation results (`results.json` from `python -m train.evaluation`) were "
                 "published with this model, so nothing on this page measures how well it works.")
     lines = []
     for s in eval_sets:
         m = s.results["overall"]
-        n_real, n_fake = _counts(m)
+        n_real, n_fake = class_counts(m)
         threshold = s.results.get("model", {}).get("threshold")
         lines.append(f"- `{s.name}` ({n_real} real, {n_fake} fake images): ROC AUC {_fmt(m['roc_auc'])}; catches "
                      f"{_fmt(m['tpr_at_5pct_fpr'])} of the fakes when 5% of the reals are flagged; at its threshold "
                      f"{_fmt(threshold, 4)}: balanced accuracy {_fmt(m['balanced_accuracy'])}, "
-                     f"{_fmt(_fpr(m))} of the real images called fake.")
+                     f"{_fmt(false_positive_rate(m))} of the real images called fake.")
     return "Measured by the evaluation harness (details under Results):\n\n" + "\n".join(lines)
 
 
@@ -288,7 +285,7 @@ def calibration_text(calibration: dict, eval_sets: list[EvalSet]) -> tuple[str, 
     if "fitted_on" not in calibration and fitted is None:
         summary = ("The model is not calibrated: its probabilities are the raw softmax and the threshold is the "
                    "default.")
-        return summary, summary + " (`python -m train.evaluate --fit_temperature --calibration_dir <val>` fits both.)"
+        return summary, summary + " (`python -m train.evaluation --fit_temperature --calibration_dir <val>` fits both.)"
     target = calibration.get("target_fpr")
     summary = (f"Probabilities are temperature-scaled (T = {_fmt(float(calibration['temperature']))}) and the "
                f"threshold was chosen on held-out data"
@@ -318,7 +315,7 @@ def data_limitations(eval_sets: list[EvalSet]) -> list[str]:
     lines = []
     for s in eval_sets:
         gens = {g: m["recall"] for g, m in s.results.get("by_generator", {}).items()
-                if _counts(m)[1] and m["recall"] is not None}
+                if class_counts(m)[1] and m["recall"] is not None}
         if len(gens) > 1:
             g = min(gens, key=gens.get)
             lines.append(f"Weakest generator in `{s.name}`: `{g}`, detection rate {_fmt(gens[g])}.")
@@ -447,7 +444,7 @@ def write_model_card(model_dir: str | Path, results_path=None, repo_id: str | No
     # What only the trainer knows (purpose, caveats, experiments that led here): model_notes.md, kept as written
     notes_file = model_dir / NOTES_FILE
     notes = notes_file.read_text().strip() if notes_file.is_file() else ""
-    calibration = {"temperature": 1.0, "threshold": 0.5, **(config.get("calibration") or {})}
+    calibration = calibration_from(config.get("calibration"))
     license_id, license_reason = license_of(config)
     summary, calibration_section = calibration_text(calibration, eval_sets)
     labels = config.get("label_names") or list((config.get("id2label") or {}).values())

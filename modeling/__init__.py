@@ -1,22 +1,24 @@
-"""The detector: a timm backbone inside transformers' `TimmWrapperForImageClassification`."""
-from .detector import (
-    DEFAULT_LABELS,
-    apply_temperature,
-    build_detector,
-    constrain_input_filter,
-    get_calibration,
-    load_detector,
-    save_detector,
-    set_calibration,
-)
+"""The detector: a timm backbone inside transformers' `TimmWrapperForImageClassification`.
 
-__all__ = [
-    "DEFAULT_LABELS",
-    "apply_temperature",
-    "build_detector",
-    "constrain_input_filter",
-    "get_calibration",
-    "load_detector",
-    "save_detector",
-    "set_calibration",
-]
+The names below load on first use (PEP 562), so `import modeling.formats` or `modeling.imageio` does not import
+torch, and a command's --help answers at once.
+"""
+from importlib import import_module
+
+_EXPORTS = {
+    "DEFAULT_LABELS": "detector",
+    "apply_temperature": "detector",
+    "build_detector": "detector",
+    "constrain_input_filter": "detector",
+    "get_calibration": "detector",
+    "load_detector": "detector",
+    "save_detector": "detector",
+    "set_calibration": "detector",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)

@@ -26,16 +26,19 @@ from urllib.parse import urlparse
 import timm
 import torch
 from safetensors import SafetensorError
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform, resolve_data_config
 from transformers import (
     AutoModelForImageClassification,
     TimmWrapperConfig,
     TimmWrapperForImageClassification,
 )
+from transformers.core_model_loading import PrefixChange
+
+from .formats import DEFAULT_CALIBRATION, LABELS, calibration_from
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_LABELS = ("real", "fake")
+DEFAULT_LABELS = LABELS
 # The seed recipe fine-tunes the FCMAE-pretrained, ImageNet-1k fine-tuned ConvNeXtV2 weights.
 PREFERRED_PRETRAINED_TAG = "fcmae_ft_in1k"
 # Evaluation preprocessing of the seed at 256 px: short side to 288, centre crop 256. Scaled with image_size.
@@ -111,6 +114,18 @@ def _create_backbone(architecture: str, pretrained: bool | str | Path, num_class
     return model, hub_id or name
 
 
+def data_config(model) -> dict:
+    """timm's data config (input_size, mean, std, crop_pct, interpolation) from the detector's config.
+    Not resolve_data_config(model=model.timm_model): after loading, the wrapped net holds timm's defaults."""
+    return resolve_data_config(pretrained_cfg=model.config.pretrained_cfg)
+
+
+def eval_transform(model):
+    """The model's own evaluation preprocessing (short side to size / crop_pct, centre crop), the one
+    TimmWrapperImageProcessor, and so pipeline(), applies: PIL image -> normalised tensor."""
+    return create_transform(**data_config(model), is_training=False)
+
+
 def eval_size_cfg(image_size: int, eval_resize_ratio: float = EVAL_RESIZE_RATIO) -> dict:
     """pretrained_cfg entries for evaluation at image_size: timm resizes the short side to size / crop_pct, so
     crop_pct = size / round(size * ratio) gives a short side of exactly size * ratio, then a centre crop."""
@@ -163,11 +178,26 @@ def build_detector(
         model_args=dict(model_kwargs),
     )
     config.base_model = base
-    config.calibration = {"temperature": 1.0, "threshold": 0.5}
+    config.calibration = dict(DEFAULT_CALIBRATION)
     config.input_filter = input_filter
     model = TimmWrapperForImageClassification(config)
     model.timm_model.load_state_dict(backbone.state_dict())
     constrain_input_filter(model)
+    return _saves_timm_keys(model)
+
+
+def _saves_timm_keys(model: TimmWrapperForImageClassification) -> TimmWrapperForImageClassification:
+    """Make every save of this model (save_pretrained, push_to_hub, the Trainer's checkpoints and save_model, which
+    all go through save_pretrained) write timm's key names and `model_args: {}`, so timm loads the folder too.
+
+    transformers 5.23 reverts the key renamings a model was loaded with when it saves
+    (`revert_weight_conversion` reads `model._weight_conversions`); `from_pretrained` of a timm-keyed folder
+    records the "add the timm_model. prefix" renaming there, but a model built here has none, and transformers
+    offers no public argument for it. So the renaming its loader uses for timm_wrapper is recorded by hand.
+    """
+    model._weight_conversions = [PrefixChange(prefix_to_add=model.base_model_prefix)]
+    if model.config.model_args is None:  # timm 1.0.31 crashes on the null transformers writes by default
+        model.config.model_args = {}
     return model
 
 
@@ -204,14 +234,10 @@ def constrain_input_filter(model) -> None:
 
 def save_detector(model: TimmWrapperForImageClassification, folder: str | Path, **save_kwargs) -> Path:
     """save_pretrained in a form that transformers and timm both load: safetensors with timm's key names and
-    `model_args: {}`."""
+    `model_args: {}` (also for a TimmWrapperForImageClassification loaded by other means than load_detector).
+    The preprocessing needs no file of its own: TimmWrapperImageProcessor reads config.json's pretrained_cfg."""
     folder = Path(folder)
-    if model.config.model_args is None:
-        model.config.model_args = {}
-    prefix = f"{model.base_model_prefix}."
-    state_dict = {k.removeprefix(prefix): v for k, v in model.state_dict().items()}
-    # The preprocessing needs no file of its own: TimmWrapperImageProcessor reads config.json's pretrained_cfg.
-    model.save_pretrained(folder, state_dict=state_dict, safe_serialization=True, **save_kwargs)
+    _saves_timm_keys(model).save_pretrained(folder, **save_kwargs)
     return folder
 
 
@@ -229,10 +255,11 @@ def load_detector(name_or_path: str | Path, **kwargs) -> TimmWrapperForImageClas
             " Only safetensors are loaded, because a pickle can execute code when loaded. Convert trusted weights "
             "with safetensors.torch.save_file.")
     try:
-        return AutoModelForImageClassification.from_pretrained(str(name_or_path), use_safetensors=True, **kwargs)
+        model = AutoModelForImageClassification.from_pretrained(str(name_or_path), use_safetensors=True, **kwargs)
     except SafetensorError as e:  # its own message ("header too large") does not say which file or why
         raise ValueError(f"{name_or_path}: the weights file is not valid safetensors ({e}): a truncated copy, or "
                          "another format under a .safetensors name.") from e
+    return _saves_timm_keys(model)
 
 
 def fake_index(config) -> int:
@@ -240,9 +267,7 @@ def fake_index(config) -> int:
 
 
 def get_calibration(config) -> dict:
-    cal = {"temperature": 1.0, "threshold": 0.5}
-    cal.update(getattr(config, "calibration", None) or {})
-    return cal
+    return calibration_from(getattr(config, "calibration", None))
 
 
 def set_calibration(model, **fields) -> dict:

@@ -27,6 +27,8 @@ MAX_BYTES = 20 * 2**20
 MAX_PIXELS = 16_000_000
 # Pillow format names we decode (the JPEG opener also returns MPO, the multi-picture JPEG many phones write).
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "AVIF")
+# The file names a folder of images is read by (training data, evaluation, aligned data): those formats' suffixes.
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".avif"})
 _BACKGROUND = (255, 255, 255)
 
 

@@ -3,7 +3,6 @@
 HF_HUB_OFFLINE is set here (before any test imports huggingface_hub) so no test can reach, or wait for, the Hub.
 """
 import os
-import sys
 from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -13,7 +12,6 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

@@ -8,9 +8,11 @@ from conftest import TINY_ARCH, TINY_SIZE, make_image, make_image_folder
 from PIL import Image
 
 from modeling import build_detector, get_calibration, load_detector
-from train.evaluate import class_targets, eval_transform, main
-from train.metrics import METRIC_KEYS
-from train.perturbations import PERTURBATIONS
+from modeling.detector import eval_transform
+from train.evaluation.predict import class_targets
+from train.evaluation.run import main
+from train.evaluation.metrics import METRIC_KEYS
+from train.evaluation.perturbations import PERTURBATIONS
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

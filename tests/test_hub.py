@@ -3,7 +3,7 @@ the errors users meet). The Hub is never reached: the upload path runs against a
 import ast
 import contextlib
 import hashlib
-import importlib
+import importlib.util
 import io
 import json
 import os
@@ -27,8 +27,8 @@ from huggingface_hub.repocard_data import model_index_to_eval_results
 import hub.push
 from hub.card import METRICS, TAGS, write_model_card
 from hub.push import PushError, main, push
-from train.evaluate import main as evaluate
-from train.metrics import detection_metrics, grouped_metrics
+from train.evaluation.run import main as evaluate
+from train.evaluation.metrics import detection_metrics, grouped_metrics
 
 REPO, SPACE = "me/det", "me/det-demo"
 
@@ -357,11 +357,16 @@ def imported_from(folder: Path, *packages: str):
         return any(name == p or name.startswith(p + ".") for p in packages)
 
     saved = {name: sys.modules.pop(name) for name in list(sys.modules) if ours(name)}
-    sys.path.insert(0, str(folder))
     try:
+        for name in packages:  # by file location, in the order given (a module's imports first), not via sys.path
+            path = folder / name
+            spec = (importlib.util.spec_from_file_location(name, path / "__init__.py",
+                                                           submodule_search_locations=[str(path)])
+                    if path.is_dir() else importlib.util.spec_from_file_location(name, folder / f"{name}.py"))
+            sys.modules[name] = module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
         yield
     finally:
-        sys.path.remove(str(folder))
         for name in [n for n in sys.modules if ours(n)]:
             del sys.modules[name]
         sys.modules.update(saved)
@@ -378,7 +383,7 @@ def test_packaged_space_builds_its_ui_from_its_own_files(tmp_path, model_dir, fo
     import gradio as gr
 
     space = push(model_dir, REPO, space_id=SPACE, dry_run=tmp_path / "dry")["space"]
-    with imported_from(space, "app", "modeling"):
+    with imported_from(space, "modeling", "app"):
         app = importlib.import_module("app")
         assert Path(sys.modules["modeling"].__file__).parents[1] == space
         detector, warning = app.load_app_detector(str(model_dir))  # what app.main() does, without launch()

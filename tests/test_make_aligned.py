@@ -1,4 +1,4 @@
-"""train.make_aligned: aligned (real crop, autoencoder reconstruction) pairs, with the bundled taef2 weights."""
+"""python -m train.aligned: aligned (real crop, autoencoder reconstruction) pairs, with the bundled taef2 weights."""
 import csv
 
 import numpy as np
@@ -6,8 +6,8 @@ import pytest
 import torch
 from PIL import Image
 
-from train.autoencoders import TinyAutoencoder, load_autoencoder
-from train.make_aligned import BUNDLED_TAEF2, crop_boxes, main, reconstruct
+from train.aligned.autoencoders import TinyAutoencoder, load_autoencoder
+from train.aligned.run import BUNDLED_TAEF2, crop_boxes, main, reconstruct
 
 COLUMNS = ["file_name", "label", "source", "generator", "origin", "license"]
 

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from train.calibration import check_not_evaluated, fit_temperature, nll, threshold_for_fpr
-from train.metrics import (
+from train.evaluation.calibration import check_not_evaluated, fit_temperature, nll, threshold_for_fpr
+from train.evaluation.metrics import (
     METRIC_KEYS,
     detection_metrics,
     expected_calibration_error,
@@ -13,7 +13,7 @@ from train.metrics import (
     load_detection_metric,
     tpr_at_fpr,
 )
-from train.perturbations import PERTURBATIONS, center_crop, down_up, gaussian_blur, jpeg
+from train.evaluation.perturbations import PERTURBATIONS, center_crop, down_up, gaussian_blur, jpeg
 
 # 5 reals and 5 fakes. At threshold 0.5: reals 0.55 and 0.70 are false positives, fake 0.40 is missed.
 LABELS = [0, 0, 0, 0, 0, 1, 1, 1, 1, 1]

@@ -111,7 +111,7 @@ def test_streaming_source_yields_samples(tmp_path, monkeypatch):
     monkeypatch.setattr(datasets.config, "SLEEP_TIME_ON_THREADS_SHUTDOWN", 0)
     spec = SourceSpec.parse({"hub": str(_hub_dataset(tmp_path)), "image_column": "img", "label_column": "truth",
                              "label_map": {"AI": "fake", "Human": "real"}, "streaming": True, "profile": "light"})
-    dataset, sampler, summary = build_training_data([spec], make_transform, SIZE)
+    dataset, sampler, summary = build_training_data([spec], make_transform)
     assert isinstance(dataset, StreamingImageSamples) and sampler is None and summary["streaming"]
     samples = list(dataset)
     assert len(samples) == 6 and samples[0]["pixel_values"].shape == (3, SIZE, SIZE)
@@ -133,7 +133,7 @@ def test_unreadable_images_become_counted_placeholders(tmp_path, caplog):
     root = make_image_folder(tmp_path / "dirty", n_per_class=3)
     n_bad = write_bad_files(root)
     Image.new("CMYK", (40, 40), (0, 255, 255, 0)).save(root / "real" / "cmyk.jpg")  # odd but good: used
-    samples = build_eval_data([SourceSpec.parse(str(root))], make_transform("light"), SIZE).samples
+    samples = build_eval_data([SourceSpec.parse(str(root))], make_transform("light")).samples
     with caplog.at_level("WARNING"):
         items = [samples[i] for i in range(len(samples))]
     labels = [s["labels"] for s in items]
@@ -154,7 +154,7 @@ def test_unreadable_image_in_a_batch_of_smaller_crops(tmp_path, crop):
     (root / "real" / "broken.jpg").write_text("a text file renamed to .jpg")
     profile = {"base": "train", "crop": crop, "crop_size": 32}
     dataset, sampler, _ = build_training_data(
-        [SourceSpec.parse(str(root), profile=profile)], lambda p: build_train_transform(p, 64, MEAN, STD), 64)
+        [SourceSpec.parse(str(root), profile=profile)], lambda p: build_train_transform(p, 64, MEAN, STD))
     loader = torch.utils.data.DataLoader(dataset, batch_size=17, sampler=sampler, collate_fn=collate)
     (batch,) = list(loader)
     assert batch["pixel_values"].shape == (17, 3, 32, 32)
@@ -201,7 +201,7 @@ def test_training_data_with_rehearsal(tmp_path):
     old1 = make_image_folder(tmp_path / "old1", n_per_class=6, seed=1)
     old2 = make_image_folder(tmp_path / "old2", n_per_class=1, seed=2)  # 2 images: runs short
     dataset, sampler, summary = build_training_data(
-        [SourceSpec.parse(str(new), profile="continual")], make_transform, SIZE, seed=0,
+        [SourceSpec.parse(str(new), profile="continual")], make_transform, seed=0,
         rehearsal_specs=[SourceSpec.parse(str(old1)), SourceSpec.parse(str(old2), profile="light")],
         rehearsal_ratio=2.0)
     assert len(dataset) == 4 + 12 + 2 and len(sampler) == 4 + 8
@@ -215,7 +215,7 @@ def test_training_data_with_rehearsal(tmp_path):
 
 def test_augmentation_is_a_function_of_the_sample_seed(tmp_path):
     root = make_image_folder(tmp_path / "s", n_per_class=2, size=(80, 64))
-    dataset, sampler, _ = build_training_data([SourceSpec.parse(str(root))], make_transform, SIZE, seed=0)
+    dataset, sampler, _ = build_training_data([SourceSpec.parse(str(root))], make_transform, seed=0)
     a, b, c = dataset[(1, 1234)], dataset[(1, 1234)], dataset[(1, 999)]
     assert torch.equal(a["pixel_values"], b["pixel_values"])
     assert not torch.equal(a["pixel_values"], c["pixel_values"])

@@ -13,10 +13,32 @@ from train.trainer import (
     DetectorTrainer,
     DetectorTrainingArguments,
     resolve_mixed_precision,
-    warmup_cosine_factor,
+    warmup_cosine_schedule,
 )
 
 LR, DECAY, STEPS = 2e-4, 0.8, 100
+
+
+def warmup_cosine_factor(step, warmup_steps, total_steps, start_factor=0.01, floor=0.0):
+    """The recipe in closed form: linear from start_factor to 1 over the warmup, then cosine from 1 down to floor."""
+    if step < warmup_steps:
+        return start_factor + (1.0 - start_factor) * step / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+@pytest.mark.parametrize("warmup, total, eta_min", [(5, 100, 0.0), (10, 100, 1e-6), (0, 40, 0.0), (1, 3, 1e-7)])
+def test_torch_schedulers_give_the_recipe_per_group(warmup, total, eta_min):
+    """torch's LinearLR + CosineAnnealingLR reproduce the closed form for every group, eta_min an absolute floor."""
+    lrs = [LR, LR * DECAY, LR * DECAY**12]
+    optimizer = torch.optim.SGD([{"params": [torch.nn.Parameter(torch.zeros(1))], "lr": lr} for lr in lrs], lr=LR)
+    schedule = warmup_cosine_schedule(optimizer, warmup, total, 0.01, eta_min)
+    for step in range(total):
+        for group, lr in zip(optimizer.param_groups, lrs):
+            assert group["lr"] == pytest.approx(lr * warmup_cosine_factor(step, warmup, total, 0.01, eta_min / lr),
+                                                rel=1e-12, abs=0)
+        optimizer.step()
+        schedule.step()
 
 
 def make_trainer(tmp_path, **overrides):

@@ -29,18 +29,12 @@ import yaml
 from transformers import HfArgumentParser
 from transformers.trainer_utils import IntervalStrategy
 
-if __package__ in (None, ""):
-    # Run as a script, Python puts train/ first on sys.path, where train/evaluate.py would shadow the `evaluate`
-    # library. Put the repository root there instead, so `train.*` and `modeling` import as packages.
-    _here = Path(__file__).resolve().parent
-    sys.path[:] = [str(_here.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _here]
-
-from modeling import build_detector, get_calibration, load_detector, save_detector  # noqa: E402
-from modeling.detector import EVAL_RESIZE_RATIO, eval_size_cfg, fake_index  # noqa: E402
-from train.data import IGNORE_INDEX, DataLimits, SourceSpec, build_eval_data, build_training_data, collate  # noqa: E402
-from train.metrics import fake_probs_from_logits, load_detection_metric  # noqa: E402
-from train.trainer import DetectorTrainer, DetectorTrainingArguments  # noqa: E402
-from train.transforms import build_eval_transform, build_train_transform, data_config, get_profile  # noqa: E402
+from modeling import build_detector, get_calibration, load_detector, save_detector
+from modeling.detector import EVAL_RESIZE_RATIO, data_config, eval_size_cfg, eval_transform, fake_index
+from train.data import IGNORE_INDEX, DataLimits, SourceSpec, build_eval_data, build_training_data, collate
+from train.evaluation.metrics import fake_probs_from_logits, load_detection_metric
+from train.trainer import DetectorTrainer, DetectorTrainingArguments
+from train.transforms import build_train_transform, get_profile
 
 logger = logging.getLogger("train.run")
 CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
@@ -159,25 +153,11 @@ def make_compute_metrics(source_names: list[str], fake_idx: int, threshold: floa
 def push(trainer: DetectorTrainer, output_dir: str) -> None:
     """Upload the saved detector through the project's hub.push (model card from the evaluation results)."""
     training_args = trainer.args
-    repo_id = training_args.hub_model_id or Path(output_dir).name
-    try:
-        from hub.push import push as hub_push
-    except ImportError:
-        hub_push = None
-    if hub_push is not None:
-        hub_push(output_dir, repo_id, private=bool(training_args.hub_private_repo), token=training_args.hub_token,
-                 commit_message="Upload detector trained with train/run.py")
-        return
-    # Fallback until hub/push.py exists: the folder as saved by save_detector (not the Trainer's own save,
-    # whose prefixed weight names timm cannot load) with transformers' model card.
-    from huggingface_hub import HfApi
+    from hub.push import push as hub_push
 
-    logger.warning("hub.push is not available: uploading %s with the Trainer's model card", output_dir)
-    trainer.create_model_card(model_name=repo_id.split("/")[-1])  # output_dir/README.md
-    api = HfApi(token=training_args.hub_token)
-    api.create_repo(repo_id, private=bool(training_args.hub_private_repo), exist_ok=True)
-    api.upload_folder(repo_id=repo_id, folder_path=output_dir, commit_message="Upload detector",
-                      ignore_patterns=["checkpoint-*", "runs/*", "*.pt", "*.pth", "*.bin"])
+    repo_id = training_args.hub_model_id or Path(output_dir).name
+    hub_push(output_dir, repo_id, private=bool(training_args.hub_private_repo), token=training_args.hub_token,
+             commit_message="Upload detector trained with train/run.py")
 
 
 def main(argv: list[str] | None = None) -> DetectorTrainer:
@@ -216,11 +196,9 @@ def main(argv: list[str] | None = None) -> DetectorTrainer:
 
     with training_args.main_process_first(desc="loading data"):
         train_set, sampler, train_summary = build_training_data(
-            train_specs, make_transform, image_size, training_args.seed, rehearsal_specs,
-            data_args.rehearsal_ratio, limits)
-        eval_transform = build_eval_transform(model)
-        validation = build_eval_data(validation_specs, eval_transform, image_size, training_args.seed, limits)
-        test = build_eval_data(test_specs, eval_transform, image_size, training_args.seed, limits)
+            train_specs, make_transform, training_args.seed, rehearsal_specs, data_args.rehearsal_ratio, limits)
+        validation = build_eval_data(validation_specs, eval_transform(model), training_args.seed, limits)
+        test = build_eval_data(test_specs, eval_transform(model), training_args.seed, limits)
     logger.info("training data: %s", json.dumps(train_summary, default=str))
     logger.info("mixed precision: %s", training_args.mixed_precision)
     if validation is None and training_args.eval_strategy != "no":

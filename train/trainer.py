@@ -3,9 +3,10 @@
 What the subclass changes, and why:
 - Optimizer: AdamW over timm's `param_groups_layer_decay` groups (no weight decay on biases and norms, an
   `lr_scale` per block). timm's groups only *carry* lr_scale; torch's and transformers' schedulers ignore it, so
-  each group's own lr is set to base_lr * lr_scale here. A LambdaLR then multiplies every group's own initial
+  each group's own lr is set to base_lr * lr_scale here. torch's schedulers then scale every group's own initial
   lr, and the layer decay really happens (the seed's scripts trained every group at the head's LR).
-- Scheduler: linear warmup from `warmup_start_factor` x lr, then cosine down to `eta_min`, per group.
+- Scheduler: torch's LinearLR warmup from `warmup_start_factor` x lr, then CosineAnnealingLR down to `eta_min`
+  (the same absolute floor for every group), chained by SequentialLR.
 - Loss: the Trainer's label smoothing; placeholders of unreadable images (label -100) are ignored and counted.
 - Logs: the head's and the earliest group's LR, so the decay is visible in TensorBoard.
 - A model with an input filter (config.input_filter, e.g. "npr") gets its stem constraint re-imposed after every
@@ -19,18 +20,16 @@ scaler and RNG states, resume, DDP) is the Trainer's own.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import shutil
 import warnings
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Literal
 
 import torch
 from timm.optim import param_groups_layer_decay
-from torch.optim.lr_scheduler import LambdaLR
+from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
@@ -122,22 +121,15 @@ def layer_decay_param_groups(model: torch.nn.Module, lr: float, weight_decay: fl
     return groups
 
 
-def warmup_cosine_factor(step: int, warmup_steps: int, total_steps: int, start_factor: float = 0.01,
-                         floor: float = 0.0) -> float:
-    """LR multiplier: linear from start_factor to 1 over warmup_steps, then cosine from 1 down to floor."""
-    if step < warmup_steps:
-        return start_factor + (1.0 - start_factor) * step / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
 def warmup_cosine_schedule(optimizer, warmup_steps: int, total_steps: int, start_factor: float = 0.01,
-                           eta_min: float = 0.0) -> LambdaLR:
-    """One factor function per group, so eta_min is the same absolute floor for every group."""
-    lambdas = [partial(warmup_cosine_factor, warmup_steps=warmup_steps, total_steps=total_steps,
-                       start_factor=start_factor, floor=min(1.0, eta_min / g["lr"]) if g["lr"] > 0 else 0.0)
-               for g in optimizer.param_groups]
-    return LambdaLR(optimizer, lambdas)
+                           eta_min: float = 0.0):
+    """Linear warmup from start_factor x each group's lr, then cosine from it down to eta_min. torch's schedulers
+    scale each param group's own initial lr, so the layer decay's per-group rates survive."""
+    cosine = CosineAnnealingLR(optimizer, T_max=max(1, total_steps - warmup_steps), eta_min=eta_min)
+    if warmup_steps <= 0:
+        return cosine
+    warmup = LinearLR(optimizer, start_factor=start_factor, end_factor=1.0, total_iters=warmup_steps)
+    return SequentialLR(optimizer, [warmup, cosine], milestones=[warmup_steps])
 
 
 def _fsync(path: Path) -> None:
@@ -188,6 +180,10 @@ class DetectorTrainer(Trainer):
         if getattr(self.model.config, "input_filter", None):
             self.add_callback(InputFilterProjection())
 
+    # Private hooks of transformers 5.23.0's Trainer, overridden because it has no public one for these:
+    # _get_train_sampler is the only place to hand it a sampler (the public get_train_dataloader would have to be
+    # rewritten whole); _get_output_dir and _save_checkpoint are where a checkpoint's folder is chosen and written,
+    # which the atomic save needs; _created_lr_scheduler tells train() that it may rebuild the scheduler on a new call.
     def _get_train_sampler(self, train_dataset=None):
         return self.train_sampler if self.train_sampler is not None else super()._get_train_sampler(train_dataset)
 
@@ -235,7 +231,7 @@ class DetectorTrainer(Trainer):
             self.lr_scheduler = warmup_cosine_schedule(
                 optimizer or self.optimizer, self.args.get_warmup_steps(num_training_steps), num_training_steps,
                 self.args.warmup_start_factor, self.args.eta_min)
-            self._created_lr_scheduler = True
+            self._created_lr_scheduler = True  # private flag of transformers 5.23.0's Trainer (see above)
         return super().create_scheduler(num_training_steps, optimizer)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):

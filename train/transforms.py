@@ -1,4 +1,4 @@
-"""Augmentation profiles (training) and the evaluation transform (from the model's config).
+"""Augmentation profiles for training. (The evaluation transform is the model's own: modeling.detector.eval_transform.)
 
 A detector learns from traces a generator leaves in the pixels, so the augmentations here are the ones that
 occur in the wild after an image leaves the generator (re-encoding, resampling, mild blur, colour tweaks) and
@@ -14,7 +14,6 @@ import dataclasses
 from dataclasses import dataclass
 
 import torch
-from timm.data import create_transform, resolve_data_config
 from torchvision.transforms import InterpolationMode, v2
 
 
@@ -129,23 +128,3 @@ def build_train_transform(profile: str | dict | AugmentationProfile, image_size:
         v2.ToDtype(torch.float32, scale=True),
         v2.Normalize(mean=list(mean), std=list(std)),
     ])
-
-
-def data_config(model) -> dict:
-    """timm's data config (input_size, mean, std, crop_pct, interpolation) from the detector's config.
-    Not resolve_data_config(model=model.timm_model): the wrapped timm net keeps timm's defaults (224 px)."""
-    return resolve_data_config(pretrained_cfg=model.config.pretrained_cfg)
-
-
-def build_eval_transform(model):
-    """The model's own evaluation preprocessing (short side to size / crop_pct, centre crop), via timm."""
-    return create_transform(**data_config(model), is_training=False)
-
-
-def build_transforms(model, profiles) -> tuple[dict, object]:
-    """({profile name: train transform} for the given names, eval transform), sized from the model's config."""
-    cfg = data_config(model)
-    size = cfg["input_size"][-1]
-    train = {name: build_train_transform(name, size, cfg["mean"], cfg["std"], cfg["interpolation"])
-             for name in profiles}
-    return train, build_eval_transform(model)

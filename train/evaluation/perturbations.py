@@ -40,7 +40,7 @@ def center_crop(img: Image.Image, fraction: float) -> Image.Image:
     return img.crop((left, top, left + cw, top + ch))
 
 
-# The sweep of `python -m train.evaluate --robustness`, in the order of its table.
+# The sweep of `python -m train.evaluation --robustness`, in the order of its table.
 PERTURBATIONS = {
     "jpeg_q95": partial(jpeg, quality=95),
     "jpeg_q75": partial(jpeg, quality=75),

@@ -26,11 +26,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+from scipy.special import softmax
+from sklearn.metrics import average_precision_score, confusion_matrix, roc_auc_score, roc_curve
+
+from modeling.formats import METRIC_KEYS, DetectionMetrics
 
 ECE_BINS = 15
-METRIC_KEYS = ("n", "accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc", "average_precision",
-               "tpr_at_1pct_fpr", "tpr_at_5pct_fpr", "ece", "confusion_matrix")
+__all__ = ["ECE_BINS", "METRIC_KEYS", "confusion", "detection_metrics", "expected_calibration_error",
+           "fake_probs_from_logits", "grouped_metrics", "load_detection_metric", "reliability_bins", "tpr_at_fpr"]
 
 
 def _ratio(num: float, den: float) -> float | None:
@@ -38,21 +41,18 @@ def _ratio(num: float, den: float) -> float | None:
 
 
 def fake_probs_from_logits(logits, fake_index: int = 1) -> np.ndarray:
-    """Softmax over the classes, column `fake_index` (see modeling.detector.fake_index)."""
-    logits = np.asarray(logits, dtype=np.float64)
-    logits = logits - logits.max(axis=-1, keepdims=True)  # stable softmax
-    probs = np.exp(logits)
-    return probs[..., fake_index] / probs.sum(axis=-1)
+    """Softmax over the classes (in float64), column `fake_index` (see modeling.detector.fake_index)."""
+    return softmax(np.asarray(logits, dtype=np.float64), axis=-1)[..., fake_index]
 
 
 def confusion(labels, fake_probs, threshold: float = 0.5) -> list[list[int]]:
+    """[[tn, fp], [fn, tp]] at the threshold, as plain ints (labels=[0, 1]: both rows even if a class is absent;
+    sklearn refuses an empty set, whose matrix is all zeros)."""
     labels = np.asarray(labels, dtype=int)
-    pred = np.asarray(fake_probs, dtype=np.float64) >= threshold
-    tp = int(np.sum(pred & (labels == 1)))
-    fp = int(np.sum(pred & (labels == 0)))
-    fn = int(np.sum(~pred & (labels == 1)))
-    tn = int(np.sum(~pred & (labels == 0)))
-    return [[tn, fp], [fn, tp]]
+    if labels.size == 0:
+        return [[0, 0], [0, 0]]
+    pred = (np.asarray(fake_probs, dtype=np.float64) >= threshold).astype(int)
+    return confusion_matrix(labels, pred, labels=[0, 1]).tolist()
 
 
 def tpr_at_fpr(labels, fake_probs, max_fpr: float) -> float | None:
@@ -86,7 +86,7 @@ def expected_calibration_error(labels, fake_probs, n_bins: int = ECE_BINS) -> fl
     return float(np.sum(b["count"][filled] * gaps) / len(labels))
 
 
-def detection_metrics(labels: Sequence[int], fake_probs: Sequence[float], threshold: float = 0.5) -> dict:
+def detection_metrics(labels: Sequence[int], fake_probs: Sequence[float], threshold: float = 0.5) -> DetectionMetrics:
     """All metrics of one set of predictions (labels: 1 = fake). Keys: METRIC_KEYS; undefined ones are None."""
     labels = np.asarray(labels, dtype=int).reshape(-1)
     probs = np.asarray(fake_probs, dtype=np.float64).reshape(-1)
@@ -114,7 +114,7 @@ def detection_metrics(labels: Sequence[int], fake_probs: Sequence[float], thresh
     }
 
 
-def grouped_metrics(labels, fake_probs, groups, threshold: float = 0.5) -> dict[str, dict]:
+def grouped_metrics(labels, fake_probs, groups, threshold: float = 0.5) -> dict[str, DetectionMetrics]:
     """detection_metrics per distinct value of `groups` (e.g. source or generator), sorted by group name."""
     labels, probs, groups = np.asarray(labels), np.asarray(fake_probs), np.asarray(groups, dtype=object)
     return {str(g): detection_metrics(labels[groups == g], probs[groups == g], threshold)

@@ -5,6 +5,9 @@ Temperature scaling divides the logits by one scalar T chosen to minimise the ne
 the probabilities but never the ranking, so AUC is untouched and only ECE/NLL (and the meaning of 0.5) move.
 The threshold is then chosen on the calibrated probabilities of the folder's real images, so that at most
 `target_fpr` of them are flagged as fake: a bound on the false accusations a user of the detector will see.
+
+The whole procedure is here (fit_calibration: score the folder, fit, fold into the model, measure the fit); its
+defaults (DEFAULT_CALIBRATION, DEFAULT_TARGET_FPR) and the results.json format are modeling.formats'.
 """
 from __future__ import annotations
 
@@ -13,8 +16,13 @@ from pathlib import Path
 
 import numpy as np
 from scipy.optimize import minimize_scalar
+from scipy.special import log_softmax
 
-from modeling import apply_temperature, set_calibration
+from modeling.detector import apply_temperature, eval_transform, fake_index, set_calibration
+from modeling.formats import DEFAULT_TARGET_FPR, CalibrationFit, class_counts, false_positive_rate
+from train.data.folders import load_image_folder
+from train.evaluation.metrics import detection_metrics, expected_calibration_error, fake_probs_from_logits
+from train.evaluation.predict import class_targets, image_files, predict_logits
 
 logger = logging.getLogger(__name__)
 
@@ -24,10 +32,8 @@ TEMPERATURE_BOUNDS = (0.05, 20.0)
 
 def nll(logits, targets, temperature: float = 1.0) -> float:
     """Mean negative log-likelihood of softmax(logits / temperature) at the target class indices."""
-    z = np.asarray(logits, dtype=np.float64) / temperature
-    z = z - z.max(axis=1, keepdims=True)
-    log_probs = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-    return float(-log_probs[np.arange(len(z)), np.asarray(targets, dtype=int)].mean())
+    log_probs = log_softmax(np.asarray(logits, dtype=np.float64) / temperature, axis=1)
+    return float(-log_probs[np.arange(len(log_probs)), np.asarray(targets, dtype=int)].mean())
 
 
 def fit_temperature(logits, targets) -> float:
@@ -43,7 +49,7 @@ def fit_temperature(logits, targets) -> float:
     return temperature
 
 
-def threshold_for_fpr(labels, fake_probs, target_fpr: float = 0.05) -> float:
+def threshold_for_fpr(labels, fake_probs, target_fpr: float = DEFAULT_TARGET_FPR) -> float:
     """A threshold (predict fake when p >= threshold) that flags at most `target_fpr` of the reals (label 0).
 
     It sits halfway between the highest real score that must stay below it and the next higher score in the set,
@@ -77,3 +83,31 @@ def calibrate(model, temperature: float, threshold: float, target_fpr: float, fi
     """Fold the temperature into the model's classifier and record the calibration in its config."""
     apply_temperature(model, temperature)
     return set_calibration(model, threshold=threshold, target_fpr=target_fpr, fitted_on=fitted_on)
+
+
+def fit_calibration(model, calibration_dir: str | Path, target_fpr: float = DEFAULT_TARGET_FPR, batch_size: int = 64,
+                    num_workers: int = 0) -> CalibrationFit:
+    """Score the held-out folder, fit temperature and threshold, fold both into the model; the numbers for
+    results.json."""
+    ds = load_image_folder(calibration_dir)
+    labels = np.asarray(ds["label"])
+    logits = predict_logits(model, image_files(ds), eval_transform(model), batch_size, num_workers)
+    targets = class_targets(labels, model.config)
+    temperature = fit_temperature(logits, targets)
+    probs_before = fake_probs_from_logits(logits, fake_index(model.config))
+    probs = fake_probs_from_logits(logits / temperature, fake_index(model.config))
+    threshold = threshold_for_fpr(labels, probs, target_fpr)
+    cal = calibrate(model, temperature, threshold, target_fpr, fitted_on=str(calibration_dir))
+    at_threshold = detection_metrics(labels, probs, threshold)
+    n_real, n_fake = class_counts(at_threshold)
+    return {
+        "temperature": cal["temperature"], "temperature_fitted": temperature, "threshold": threshold,
+        "target_fpr": target_fpr, "fitted_on": str(calibration_dir),
+        "calibration_set": {
+            "n": int(labels.size), "n_real": n_real, "n_fake": n_fake,
+            "nll_before": nll(logits, targets), "nll_after": nll(logits, targets, temperature),
+            "ece_before": expected_calibration_error(labels, probs_before),
+            "ece_after": expected_calibration_error(labels, probs),
+            "fpr": false_positive_rate(at_threshold), "tpr": at_threshold["recall"],
+        },
+    }

@@ -3,7 +3,7 @@
 Each real crop goes through encode -> decode; the reconstruction has the same content, so a detector trained on
 (real, twin) pairs can only separate them by the decoder's traces, not by subject matter.
 
-    python -m train.make_aligned --input_dir ../shared/data/train --output_dir aligned --crops_per_image 2 --write_reals
+    python -m train.aligned --input_dir ../shared/data/train --output_dir aligned --crops_per_image 2 --write_reals
 
 Output is a Hugging Face imagefolder: fake/<name>.jpg, optionally real/<name>.jpg (the very crop that was
 reconstructed), and metadata.csv. metadata.csv is appended batch by batch, so an interrupted run resumes where it
@@ -22,10 +22,10 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 from transformers import HfArgumentParser
 
-from train.autoencoders import load_autoencoder
+from modeling.imageio import IMAGE_SUFFIXES
+from train.aligned.autoencoders import load_autoencoder
 
 BUNDLED_TAEF2 = Path(__file__).resolve().parent / "weights" / "taef2"
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 COLUMNS = ["file_name", "label", "source", "generator", "origin", "license"]
 
 
@@ -47,8 +47,8 @@ class Args:
     jpeg_quality: int = field(default=90, metadata={"help": "90 matches the shared data's processing"})
     resume: bool = field(default=True, metadata={"help": "skip crops already listed in output metadata.csv"})
     encoder_bf16: bool = field(default=False, metadata={
-        "help": "run the encoder under bf16 autocast (1.4x faster at 128 px on a CPU with native bf16). The decoder, "
-                "whose traces the detector learns, always runs in fp32; the encoder only chooses the content"})
+        "help": "run the encoder under bf16 autocast (faster on a CPU with native bf16: benchmarks/README.md). The "
+                "decoder, whose traces the detector learns, always runs in fp32; the encoder only chooses the content"})
 
 
 def list_inputs(input_dir):

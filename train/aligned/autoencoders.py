@@ -107,7 +107,7 @@ def is_tiny_autoencoder_folder(path):
 
 
 def load_autoencoder(name_or_path):
-    """A TAESD-family folder (e.g. train/weights/taef2) or a diffusers AutoencoderKL Hub name / folder."""
+    """A TAESD-family folder (e.g. train/aligned/weights/taef2) or a diffusers AutoencoderKL Hub name / folder."""
     if is_tiny_autoencoder_folder(name_or_path):
         return TinyAutoencoder.from_folder(name_or_path)
     try:

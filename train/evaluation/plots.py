@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
-from train.metrics import reliability_bins  # noqa: E402
+from train.evaluation.metrics import reliability_bins  # noqa: E402
 
 
 def _save(fig, path: Path) -> Path:

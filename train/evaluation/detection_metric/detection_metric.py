@@ -1,16 +1,16 @@
 """Real-vs-fake image detection metrics as a Hugging Face `evaluate` module.
 
-A thin wrapper: the numbers come from `train.metrics.detection_metrics`, the implementation training and the
+A thin wrapper: the numbers come from `train.evaluation.metrics.detection_metrics`, the implementation training and the
 evaluation harness use, so run this from the repository (where `train` is importable). Offline:
 
     import evaluate
-    metric = evaluate.load("train/detection_metric")   # or train.metrics.load_detection_metric()
+    metric = evaluate.load("train/evaluation/detection_metric")   # or train.evaluation.metrics.load_detection_metric()
     metric.compute(predictions=[0.9, 0.2], references=[1, 0], threshold=0.5)
 """
 import datasets
 import evaluate
 
-from train.metrics import detection_metrics
+from train.evaluation.metrics import detection_metrics
 
 _DESCRIPTION = """Binary detection metrics for AI-generated images, positive class = fake (label 1): accuracy,
 balanced accuracy, precision, recall, F1, ROC-AUC, average precision, TPR at 1% and 5% FPR, expected calibration

@@ -1,0 +1,3 @@
+from train.aligned.run import main
+
+main()

@@ -1,0 +1,3 @@
+from train.evaluation.run import main
+
+main()
