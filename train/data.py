@@ -356,8 +356,23 @@ def stratified_quota(sizes: Sequence[int], total: int) -> list[int]:
     return quota
 
 
+def source_balance_weights(sources: Sequence[str], labels: Sequence[int], power: float) -> np.ndarray:
+    """Sampling probabilities that flatten the sources within each class: a source of n rows gets a share of its
+    class proportional to n**(1 - power) (0: as the data comes; 0.5: square root; 1: every source alike). Each
+    class keeps its share of the data, so balancing sources never changes the real:fake ratio."""
+    sources, labels = np.asarray(sources, dtype=object), np.asarray(labels)
+    weights = np.zeros(len(sources))
+    for label in np.unique(labels):
+        in_class = labels == label
+        names, inverse, counts = np.unique(sources[in_class], return_inverse=True, return_counts=True)
+        row_weight = counts[inverse] ** -float(power)
+        weights[in_class] = row_weight / row_weight.sum() * in_class.mean()
+    return weights / weights.sum()
+
+
 class EpochSampler(torch.utils.data.Sampler):
-    """Each epoch: all `new_rows`, plus `n_replay` rows drawn from `replay_pools` (old source -> its rows) by
+    """Each epoch: all `new_rows` (or, with `new_weights`, as many rows drawn with replacement by those
+    probabilities), plus `n_replay` rows drawn from `replay_pools` (old source -> its rows) by
     stratified_quota, shuffled together. Everything is a function of (seed, epoch), so every distributed rank
     computes the same order (accelerate then gives each rank its share of the batches) and a resumed run
     continues with the order it would have had.
@@ -365,8 +380,9 @@ class EpochSampler(torch.utils.data.Sampler):
     Yields (row, augmentation seed) keys for ImageSamples."""
 
     def __init__(self, new_rows: Sequence[int], replay_pools: dict[str, Sequence[int]] | None = None,
-                 n_replay: int = 0, seed: int = 0):
+                 n_replay: int = 0, seed: int = 0, new_weights: Sequence[float] | None = None):
         self.new_rows = np.asarray(new_rows, dtype=np.int64)
+        self.new_weights = None if new_weights is None else np.asarray(new_weights, dtype=np.float64)
         self.replay_pools = {k: np.asarray(v, dtype=np.int64) for k, v in (replay_pools or {}).items()}
         self.n_replay = min(n_replay, sum(len(v) for v in self.replay_pools.values()))
         self.seed = seed
@@ -383,7 +399,9 @@ class EpochSampler(torch.utils.data.Sampler):
 
     def epoch_keys(self, epoch: int) -> list[tuple[int, int]]:
         rng = np.random.default_rng([self.seed, epoch])
-        rows = rng.permutation(np.concatenate([self.new_rows, self.replay_rows(rng)]))
+        new = self.new_rows if self.new_weights is None else rng.choice(
+            self.new_rows, len(self.new_rows), replace=True, p=self.new_weights)
+        rows = rng.permutation(np.concatenate([new, self.replay_rows(rng)]))
         seeds = rng.integers(0, 2**62, size=len(rows))
         return list(zip(rows.tolist(), seeds.tolist()))
 
@@ -412,7 +430,7 @@ def _summary(spec: SourceSpec, ds) -> dict:
 
 def build_training_data(specs: Sequence[SourceSpec], make_transform, image_size: int, seed: int = 0,
                         rehearsal_specs: Sequence[SourceSpec] = (), rehearsal_ratio: float = 8.0,
-                        limits: DataLimits = DataLimits()):
+                        limits: DataLimits = DataLimits(), source_balance: float = 0.0):
     """-> (dataset, sampler or None, summary). `make_transform(profile)` builds one augmentation pipeline.
 
     Map-style sources give an ImageSamples + EpochSampler (replay included); if any source streams, the
@@ -450,7 +468,12 @@ def build_training_data(specs: Sequence[SourceSpec], make_transform, image_size:
     for offset, name in enumerate(rows.select(range(n_new, len(rows)))["source"] if old else []):
         pools.setdefault(name, []).append(n_new + offset)
     n_replay = round(rehearsal_ratio * n_new) if old else 0
-    sampler = EpochSampler(range(n_new), pools, n_replay, seed)
+    new_weights = None
+    if source_balance:
+        new_rows = rows.select(range(n_new))
+        new_weights = source_balance_weights(new_rows["source"], new_rows["label"], source_balance)
+        summary["source_balance"] = source_balance
+    sampler = EpochSampler(range(n_new), pools, n_replay, seed, new_weights)
     if old:
         summary["replay"] = {"ratio": rehearsal_ratio, "per_epoch": sampler.n_replay, "new_per_epoch": n_new,
                              "pools": {k: len(v) for k, v in pools.items()}}

@@ -21,7 +21,9 @@ from pathlib import Path
 import datasets
 import numpy as np
 import torch
+from PIL import Image
 from timm.data import create_transform, resolve_data_config
+from torchvision.transforms import v2 as transforms_v2
 from transformers import HfArgumentParser
 
 from modeling import get_calibration, load_detector, save_detector
@@ -52,6 +54,10 @@ class EvalArguments:
         "help": "Held-out folder for --fit_temperature (e.g. the val split); must not overlap any --data_dir."})
     target_fpr: float = field(default=0.05, metadata={
         "help": "The threshold flags at most this fraction of the calibration folder's reals as fake."})
+    native_crop_size: int | None = field(default=None, metadata={
+        "help": "Score native pixels instead of the model's resize: a grid of crops of this size (e.g. the training "
+                "crop) spread evenly over the unresized image, logits averaged. Default: the model's eval transform."})
+    native_grid: int = field(default=3, metadata={"help": "With --native_crop_size: grid x grid crops per image."})
     batch_size: int = field(default=64)
     num_workers: int = field(default=min(4, os.cpu_count() or 1), metadata={"help": "DataLoader worker processes."})
     device: str | None = field(default=None, metadata={"help": "Default: cuda if available, else cpu."})
@@ -84,6 +90,34 @@ def eval_transform(model):
     return create_transform(**resolve_data_config(pretrained_cfg=model.config.pretrained_cfg))
 
 
+class NativeCrops:
+    """PIL image -> (grid*grid, 3, size, size): crops of native pixels at evenly spread offsets (an image smaller
+    than `size` is first enlarged, bicubic, until its short side is `size`), normalised like the model's input."""
+
+    def __init__(self, size: int, grid: int, mean, std):
+        self.size, self.grid = size, grid
+        self.normalize = transforms_v2.Compose([transforms_v2.PILToTensor(),
+                                                transforms_v2.ToDtype(torch.float32, scale=True),
+                                                transforms_v2.Normalize(mean, std)])
+
+    def __call__(self, img):
+        if min(img.size) < self.size:
+            scale = self.size / min(img.size)
+            img = img.resize((max(self.size, round(img.width * scale)), max(self.size, round(img.height * scale))),
+                             Image.BICUBIC)
+        x = self.normalize(img)
+        offsets = [np.linspace(0, n - self.size, self.grid).round().astype(int) for n in x.shape[1:]]
+        return torch.stack([x[:, top:top + self.size, left:left + self.size]
+                            for top in offsets[0] for left in offsets[1]])
+
+
+def scoring_transform(model, args: EvalArguments):
+    if args.native_crop_size is None:
+        return eval_transform(model)
+    cfg = model.config.pretrained_cfg
+    return NativeCrops(args.native_crop_size, args.native_grid, cfg["mean"], cfg["std"])
+
+
 def image_files(ds: datasets.Dataset) -> list:
     return [x["bytes"] or x["path"] for x in ds.cast_column("image", datasets.Image(decode=False))["image"]]
 
@@ -95,8 +129,11 @@ def predict_logits(model, files, transform, batch_size=64, num_workers=0, pertur
                                          num_workers=num_workers, pin_memory=device.type == "cuda")
     outputs = []
     for pixels in loader:
+        crops = pixels.shape[1] if pixels.ndim == 5 else 0  # NativeCrops: average the logits of each image's crops
+        pixels = pixels.flatten(0, 1) if crops else pixels
         with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
-            outputs.append(model(pixel_values=pixels.to(device, non_blocking=True)).logits.float().cpu())
+            logits = model(pixel_values=pixels.to(device, non_blocking=True)).logits.float().cpu()
+        outputs.append(logits.unflatten(0, (-1, crops)).mean(1) if crops else logits)
     return torch.cat(outputs).numpy()
 
 
@@ -111,7 +148,8 @@ def fit_calibration(model, args: EvalArguments) -> dict:
     """Fit on args.calibration_dir, fold into the model, return the numbers for results.json."""
     ds = load_image_folder(args.calibration_dir)
     labels = np.asarray(ds["label"])
-    logits = predict_logits(model, image_files(ds), eval_transform(model), args.batch_size, args.num_workers)
+    logits = predict_logits(model, image_files(ds), scoring_transform(model, args), args.batch_size,
+                            args.num_workers)
     targets = class_targets(labels, model.config)
     temperature = fit_temperature(logits, targets)
     probs_before = fake_probs_from_logits(logits, fake_index(model.config))
@@ -236,7 +274,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     ds = datasets.concatenate_datasets([load_image_folder(d) for d in args.data_dir])
     labels, sources, generators = np.asarray(ds["label"]), ds["source"], ds["generator"]
-    files, transform = image_files(ds), eval_transform(model)
+    files, transform = image_files(ds), scoring_transform(model, args)
     cal = get_calibration(model.config)
     threshold, fake = float(cal["threshold"]), fake_index(model.config)
     loader_args = dict(batch_size=args.batch_size, num_workers=args.num_workers)

@@ -39,6 +39,7 @@ from modeling import build_detector, get_calibration, load_detector, save_detect
 from modeling.detector import EVAL_RESIZE_RATIO, eval_size_cfg, fake_index  # noqa: E402
 from train.data import IGNORE_INDEX, DataLimits, SourceSpec, build_eval_data, build_training_data, collate  # noqa: E402
 from train.metrics import fake_probs_from_logits, load_detection_metric  # noqa: E402
+from train.distill import Teacher  # noqa: E402
 from train.trainer import DetectorTrainer, DetectorTrainingArguments  # noqa: E402
 from train.transforms import build_eval_transform, build_train_transform, data_config, get_profile  # noqa: E402
 
@@ -83,6 +84,9 @@ class DataArguments:
         "help": "Cap on the samples of each training source that sets none"})
     max_eval_samples_per_source: int | None = field(default=None, metadata={
         "help": "Cap on the samples of each validation/test source that sets none"})
+    source_balance: float = field(default=0.0, metadata={
+        "help": "Flatten the training sources within each class: a source of n rows gets a share of n**(1-x) "
+                "(0: as the data comes; 0.5: square root; 1: all sources alike). Rows are drawn with replacement."})
     max_image_pixels: int = field(default=64_000_000, metadata={
         "help": "Images with more pixels are skipped as bad files (decompression bombs)"})
 
@@ -198,6 +202,10 @@ def main(argv: list[str] | None = None) -> DetectorTrainer:
                          f"{training_args.mixed_precision} autocast rounds away the pixel differences it reads.")
     cfg = data_config(model)
     image_size = cfg["input_size"][-1]
+    teacher = None
+    if training_args.teacher_model:
+        teacher = Teacher.load(training_args.teacher_model, model.config, training_args.teacher_resize)
+        teacher.to(training_args.device)
 
     # Data: every source with its own augmentation profile and cap; the replay buffer for the continual phase.
     limits = DataLimits(max_pixels=data_args.max_image_pixels)
@@ -217,7 +225,7 @@ def main(argv: list[str] | None = None) -> DetectorTrainer:
     with training_args.main_process_first(desc="loading data"):
         train_set, sampler, train_summary = build_training_data(
             train_specs, make_transform, image_size, training_args.seed, rehearsal_specs,
-            data_args.rehearsal_ratio, limits)
+            data_args.rehearsal_ratio, limits, data_args.source_balance)
         eval_transform = build_eval_transform(model)
         validation = build_eval_data(validation_specs, eval_transform, image_size, training_args.seed, limits)
         test = build_eval_data(test_specs, eval_transform, image_size, training_args.seed, limits)
@@ -237,6 +245,7 @@ def main(argv: list[str] | None = None) -> DetectorTrainer:
         compute_metrics=make_compute_metrics(validation.source_names, fake_index(model.config),
                                              calibration["threshold"]) if validation else None,
         train_sampler=sampler,
+        teacher=teacher,
     )
 
     # The record of the run, written before training so an interrupted run still says what it was.
