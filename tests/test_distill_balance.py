@@ -111,3 +111,21 @@ def test_evaluate_native_crops_average_the_crop_logits(tmp_path, tiny_detector_d
     got = evaluate.predict_logits(model, [str(files[0])], evaluate.NativeCrops(32, 2, cfg["mean"], cfg["std"]))
     assert np.allclose(got[0], expected.detach().numpy(), atol=1e-5)
     assert Counter(results["data"]["generators"]) == Counter({"none": 3, "unknown": 3})
+    assert set(results["by_family"]) == {"none", "unknown"} and set(results["by_family_vs_real"]) == {"unknown"}
+    assert results["by_family_vs_real"]["unknown"]["n"] == 6
+
+
+def test_generator_families_and_what_training_saw():
+    from train.families import family_of, seen_in_training
+
+    assert family_of("SD3") == family_of("Stable Diffusion 3 Medium") == "Stable Diffusion 3"
+    assert family_of("SD1.5 DreamShaper 3.2") == family_of("SDXL-Turbo") == "Stable Diffusion 1/2/XL"
+    assert family_of("DALL-E 3") == "DALL-E 3" and family_of("DALL-E Mini (min-dalle)") == "other text-to-image"
+    assert family_of("VQGAN+CLIP (README samples)") == "other text-to-image"
+    assert family_of("StyleGAN2 (FFHQ)") == family_of("GAN (StyleGAN-type, unstated)") == "GAN"
+    assert family_of("Hunyuan-DiT v1.2") == "other text-to-image" and family_of("DiT-XL/2 (ImageNet)") != "GAN"
+    assert family_of("none") == "none" and family_of("some new model") == "some new model"
+    training = ["StyleGAN2 (FFHQ)", "SD1.5 DreamShaper 3.2"]
+    assert seen_in_training("StyleGAN2 (FFHQ)", training) == "generator seen"
+    assert seen_in_training("GAN (StyleGAN-type, unstated)", training) == "family seen"
+    assert seen_in_training("SD3", training) == "never seen"

@@ -31,6 +31,7 @@ from modeling.detector import fake_index
 from modeling.imageio import ImageReadError, read_image
 from train.calibration import calibrate, check_not_evaluated, fit_temperature, nll, threshold_for_fpr
 from train.data import load_image_folder
+from train.families import families_of
 from train.eval_plots import plot_reliability, plot_roc, plot_score_histograms
 from train.metrics import detection_metrics, expected_calibration_error, fake_probs_from_logits, grouped_metrics
 from train.perturbations import PERTURBATIONS
@@ -298,12 +299,14 @@ def main(argv: list[str] | None = None) -> dict:
         "by_source": grouped_metrics(labels, probs, sources, threshold),
         "by_generator": grouped_metrics(labels, probs, generators, threshold),
     }
+    families = np.asarray(families_of(generators), dtype=object)
+    results["by_family"] = grouped_metrics(labels, probs, families, threshold)
     generators = np.asarray(generators, dtype=object)
     if (labels == 0).any():
-        results["by_generator_vs_real"] = {
-            g: detection_metrics(labels[(labels == 0) | (generators == g)], probs[(labels == 0) | (generators == g)],
-                                 threshold)
-            for g in sorted(set(generators[labels == 1]))}
+        for key, groups in (("by_generator_vs_real", generators), ("by_family_vs_real", families)):
+            results[key] = {g: detection_metrics(labels[(labels == 0) | (groups == g)],
+                                                 probs[(labels == 0) | (groups == g)], threshold)
+                            for g in sorted(set(groups[labels == 1]))}
     if calibration:
         # The temperature divides the logits, so the uncalibrated ones are these times it.
         probs_before = fake_probs_from_logits(logits * calibration["temperature_fitted"], fake)

@@ -58,7 +58,8 @@ class ModelArguments:
                 "detector, the saved model's size otherwise"})
     drop_path_rate: float | None = field(default=None, metadata={"help": "Stochastic depth of a new detector"})
     input_filter: str | None = field(default=None, metadata={
-        "help": "npr: a new detector whose stem is blind to content (modeling.constrain_input_filter)"})
+        "help": "npr: a new detector whose stem is blind to content (modeling.constrain_input_filter); none: off "
+                "(overrides a config file's npr)"})
     eval_resize_ratio: float = field(default=EVAL_RESIZE_RATIO, metadata={
         "help": "Evaluation resizes the short side to image_size * this, then centre-crops (seed: 288/256)"})
     init_from: str | None = field(default=None, metadata={
@@ -131,7 +132,8 @@ def build_model(model_args: ModelArguments):
         return model
     kwargs = {} if model_args.drop_path_rate is None else {"drop_path_rate": model_args.drop_path_rate}
     return build_detector(start, pretrained=_bool_or_path(model_args.pretrained),
-                          image_size=model_args.image_size or 256, input_filter=model_args.input_filter,
+                          image_size=model_args.image_size or 256,
+                          input_filter=None if model_args.input_filter in (None, "none") else model_args.input_filter,
                           eval_resize_ratio=model_args.eval_resize_ratio, **kwargs)
 
 
