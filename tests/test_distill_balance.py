@@ -129,3 +129,23 @@ def test_generator_families_and_what_training_saw():
     assert seen_in_training("StyleGAN2 (FFHQ)", training) == "generator seen"
     assert seen_in_training("GAN (StyleGAN-type, unstated)", training) == "family seen"
     assert seen_in_training("SD3", training) == "never seen"
+
+
+def test_convert_weights_maps_by_position_and_refuses_a_misfit(tmp_path):
+    import timm
+    from safetensors.torch import load_file
+
+    from train import convert_weights
+
+    source = timm.create_model("resnet10t", pretrained=False)
+    renamed = {f"net.{i}.{k.rsplit('.', 1)[-1]}": v for i, (k, v) in enumerate(source.state_dict().items())}
+    torch.save(renamed, tmp_path / "other_names.pth")
+    out = convert_weights.main(["--architecture", "resnet10t", "--checkpoint", str(tmp_path / "other_names.pth"),
+                                "--output", str(tmp_path / "w.safetensors")])
+    weights = load_file(out)
+    assert torch.equal(weights["fc.weight"], source.state_dict()["fc.weight"])
+    model = build_detector("resnet10t", pretrained=str(out), image_size=32)  # the file a training run takes
+    assert torch.equal(model.timm_model.conv1[0].weight, source.conv1[0].weight)
+    with pytest.raises(ValueError, match="tensors|does not fit"):
+        convert_weights.main(["--architecture", "convnextv2_atto", "--checkpoint", str(tmp_path / "other_names.pth"),
+                              "--output", str(tmp_path / "bad.safetensors")])
