@@ -130,11 +130,13 @@ class _Results(TypedDict):
     overall: DetectionMetrics
     by_source: dict[str, DetectionMetrics]
     by_generator: dict[str, DetectionMetrics]
+    by_family: dict[str, DetectionMetrics]  # generators grouped by lineage (train/families.py)
     runtime: Runtime
 
 
 class EvaluationResults(_Results, total=False):
     by_generator_vs_real: dict[str, DetectionMetrics]  # each generator's fakes against all reals (needs reals)
+    by_family_vs_real: dict[str, DetectionMetrics]  # each family's fakes against all reals (needs reals)
     calibration: CalibrationFit  # with --fit_temperature
     robustness: dict[str, DetectionMetrics]  # with --robustness, perturbation name -> metrics
 

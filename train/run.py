@@ -32,6 +32,7 @@ from transformers.trainer_utils import IntervalStrategy
 from modeling import build_detector, get_calibration, load_detector, save_detector
 from modeling.detector import EVAL_RESIZE_RATIO, data_config, eval_size_cfg, eval_transform, fake_index
 from train.data import IGNORE_INDEX, DataLimits, SourceSpec, build_eval_data, build_training_data, collate
+from train.distill import Teacher
 from train.evaluation.metrics import fake_probs_from_logits, load_detection_metric
 from train.trainer import DetectorTrainer, DetectorTrainingArguments
 from train.transforms import build_train_transform, get_profile
@@ -51,7 +52,8 @@ class ModelArguments:
                 "detector, the saved model's size otherwise"})
     drop_path_rate: float | None = field(default=None, metadata={"help": "Stochastic depth of a new detector"})
     input_filter: str | None = field(default=None, metadata={
-        "help": "npr: a new detector whose stem is blind to content (modeling.constrain_input_filter)"})
+        "help": "npr: a new detector whose stem is blind to content (modeling.constrain_input_filter); none: off "
+                "(overrides a config file's npr)"})
     eval_resize_ratio: float = field(default=EVAL_RESIZE_RATIO, metadata={
         "help": "Evaluation resizes the short side to image_size * this, then centre-crops (seed: 288/256)"})
     init_from: str | None = field(default=None, metadata={
@@ -77,6 +79,9 @@ class DataArguments:
         "help": "Cap on the samples of each training source that sets none"})
     max_eval_samples_per_source: int | None = field(default=None, metadata={
         "help": "Cap on the samples of each validation/test source that sets none"})
+    source_balance: float = field(default=0.0, metadata={
+        "help": "Flatten the training sources within each class: a source of n rows gets a share of n**(1-x) "
+                "(0: as the data comes; 0.5: square root; 1: all sources alike). Rows are drawn with replacement."})
     max_image_pixels: int = field(default=64_000_000, metadata={
         "help": "Images with more pixels are skipped as bad files (decompression bombs)"})
 
@@ -121,7 +126,8 @@ def build_model(model_args: ModelArguments):
         return model
     kwargs = {} if model_args.drop_path_rate is None else {"drop_path_rate": model_args.drop_path_rate}
     return build_detector(start, pretrained=_bool_or_path(model_args.pretrained),
-                          image_size=model_args.image_size or 256, input_filter=model_args.input_filter,
+                          image_size=model_args.image_size or 256,
+                          input_filter=None if model_args.input_filter in (None, "none") else model_args.input_filter,
                           eval_resize_ratio=model_args.eval_resize_ratio, **kwargs)
 
 
@@ -178,6 +184,10 @@ def main(argv: list[str] | None = None) -> DetectorTrainer:
                          f"{training_args.mixed_precision} autocast rounds away the pixel differences it reads.")
     cfg = data_config(model)
     image_size = cfg["input_size"][-1]
+    teacher = None
+    if training_args.teacher_model:
+        teacher = Teacher.load(training_args.teacher_model, model.config, training_args.teacher_resize)
+        teacher.to(training_args.device)
 
     # Data: every source with its own augmentation profile and cap; the replay buffer for the continual phase.
     limits = DataLimits(max_pixels=data_args.max_image_pixels)
@@ -196,7 +206,8 @@ def main(argv: list[str] | None = None) -> DetectorTrainer:
 
     with training_args.main_process_first(desc="loading data"):
         train_set, sampler, train_summary = build_training_data(
-            train_specs, make_transform, training_args.seed, rehearsal_specs, data_args.rehearsal_ratio, limits)
+            train_specs, make_transform, training_args.seed, rehearsal_specs, data_args.rehearsal_ratio, limits,
+            data_args.source_balance)
         validation = build_eval_data(validation_specs, eval_transform(model), training_args.seed, limits)
         test = build_eval_data(test_specs, eval_transform(model), training_args.seed, limits)
     logger.info("training data: %s", json.dumps(train_summary, default=str))
@@ -215,6 +226,7 @@ def main(argv: list[str] | None = None) -> DetectorTrainer:
         compute_metrics=make_compute_metrics(validation.source_names, fake_index(model.config),
                                              calibration["threshold"]) if validation else None,
         train_sampler=sampler,
+        teacher=teacher,
     )
 
     # The record of the run, written before training so an interrupted run still says what it was.

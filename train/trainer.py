@@ -8,6 +8,8 @@ What the subclass changes, and why:
 - Scheduler: torch's LinearLR warmup from `warmup_start_factor` x lr, then CosineAnnealingLR down to `eta_min`
   (the same absolute floor for every group), chained by SequentialLR.
 - Loss: the Trainer's label smoothing; placeholders of unreadable images (label -100) are ignored and counted.
+  With a teacher (train.distill.Teacher), (1 - alpha) x that loss + alpha x T^2 x KL to the teacher's soft targets
+  (Hinton et al.), on the training batches only: evaluation reports the student alone.
 - Logs: the head's and the earliest group's LR, so the decay is visible in TensorBoard.
 - A model with an input filter (config.input_filter, e.g. "npr") gets its stem constraint re-imposed after every
   optimizer step (modeling.constrain_input_filter).
@@ -36,6 +38,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from modeling import constrain_input_filter
 from train.data import IGNORE_INDEX
+from train.distill import distillation_loss
 
 logger = logging.getLogger(__name__)
 # Where checkpoints are written before they appear; outside the Trainer's checkpoint-* pattern, so neither resume
@@ -77,6 +80,15 @@ class DetectorTrainingArguments(TrainingArguments):
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = field(default="auto", metadata={
         "help": "auto: fp16 + GradScaler on CUDA GPUs with compute capability >= 7, fp32 elsewhere. bf16: also "
                 "on CPU. --fp16/--bf16 are read as this too, and never fail on hardware that lacks them."})
+    teacher_model: str | None = field(default=None, metadata={
+        "help": "Knowledge distillation: a saved detector (any architecture or input size) whose soft targets the "
+                "model learns beside the labels"})
+    distill_alpha: float = field(default=0.5, metadata={
+        "help": "Weight of the teacher's soft targets; the labels' cross-entropy gets 1 - alpha"})
+    distill_temperature: float = field(default=2.0, metadata={"help": "Softmax temperature of the soft targets"})
+    teacher_resize: bool = field(default=False, metadata={
+        "help": "Resize batches to the teacher's input size (for teachers that need a fixed size, e.g. ViTs); by "
+                "default the teacher reads the student's pixels at their size"})
     # The seed recipe as defaults (TrainingArguments' own defaults in brackets).
     learning_rate: float = field(default=2e-4, metadata={"help": "Head LR (5e-5)"})
     weight_decay: float = field(default=0.02, metadata={"help": "AdamW weight decay, none on biases/norms (0)"})
@@ -169,11 +181,13 @@ class InputFilterProjection(TrainerCallback):
 class DetectorTrainer(Trainer):
     """The seed recipe on top of the Trainer (see the module docstring)."""
 
-    def __init__(self, *args, train_sampler=None, **kwargs):
-        """train_sampler: train.data.EpochSampler (replay, per-sample augmentation seeds); None: the Trainer's."""
+    def __init__(self, *args, train_sampler=None, teacher=None, **kwargs):
+        """train_sampler: train.data.EpochSampler (replay, per-sample augmentation seeds); None: the Trainer's.
+        teacher: a train.distill.Teacher for knowledge distillation; None: labels only."""
         self._staging = False  # True while _save_checkpoint writes (see there)
         super().__init__(*args, **kwargs)
         self.train_sampler = train_sampler
+        self.teacher = teacher
         # source_ids rides along with the labels so compute_metrics can report per source
         self.label_names = ["labels", "source_ids"]
         self.skipped_images = 0
@@ -244,7 +258,17 @@ class DetectorTrainer(Trainer):
             outputs = model(pixel_values=inputs["pixel_values"])
             loss = outputs.logits.sum() * 0.0
             return (loss, outputs) if return_outputs else loss
-        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        if self.teacher is None or not model.training:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        outputs = model(pixel_values=inputs["pixel_values"])
+        labels = inputs["labels"]
+        keep = labels != IGNORE_INDEX
+        hard = torch.nn.functional.cross_entropy(outputs.logits.float(), labels, ignore_index=IGNORE_INDEX,
+                                                 label_smoothing=self.args.label_smoothing_factor)
+        soft = distillation_loss(outputs.logits[keep].float(), self.teacher(inputs["pixel_values"][keep]),
+                                 self.args.distill_temperature)
+        loss = (1 - self.args.distill_alpha) * hard + self.args.distill_alpha * soft
+        return (loss, outputs) if return_outputs else loss
 
     def lr_by_depth(self) -> dict[str, float]:
         """Current LR of the head's group and of the earliest group (largest / smallest lr_scale)."""

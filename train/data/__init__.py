@@ -18,9 +18,9 @@ Then, for the Trainer:
 from train.data.build import EvalData, build_eval_data, build_training_data
 from train.data.folders import FEATURES, load_image_folder
 from train.data.samples import IGNORE_INDEX, DataLimits, ImageSamples, StreamingImageSamples, collate, decode_image
-from train.data.sampling import EpochSampler, stratified_quota
+from train.data.sampling import EpochSampler, source_balance_weights, stratified_quota
 from train.data.sources import SourceSpec, describe, load_hub_source, load_source
 
 __all__ = ["FEATURES", "IGNORE_INDEX", "DataLimits", "EpochSampler", "EvalData", "ImageSamples", "SourceSpec",
            "StreamingImageSamples", "build_eval_data", "build_training_data", "collate", "decode_image", "describe",
-           "load_hub_source", "load_image_folder", "load_source", "stratified_quota"]
+           "load_hub_source", "load_image_folder", "load_source", "source_balance_weights", "stratified_quota"]

@@ -10,7 +10,7 @@ import datasets
 import numpy as np
 
 from train.data.samples import DataLimits, ImageSamples, StreamingImageSamples
-from train.data.sampling import EpochSampler
+from train.data.sampling import EpochSampler, source_balance_weights
 from train.data.sources import SourceSpec, describe, load_source
 
 logger = logging.getLogger(__name__)
@@ -25,7 +25,7 @@ def _summary(spec: SourceSpec, ds) -> dict:
 
 def build_training_data(specs: Sequence[SourceSpec], make_transform, seed: int = 0,
                         rehearsal_specs: Sequence[SourceSpec] = (), rehearsal_ratio: float = 8.0,
-                        limits: DataLimits = DataLimits()):
+                        limits: DataLimits = DataLimits(), source_balance: float = 0.0):
     """-> (dataset, sampler or None, summary). `make_transform(profile)` builds one augmentation pipeline.
 
     Map-style sources give an ImageSamples + EpochSampler (replay included); if any source streams, the
@@ -63,7 +63,12 @@ def build_training_data(specs: Sequence[SourceSpec], make_transform, seed: int =
     for offset, name in enumerate(rows.select(range(n_new, len(rows)))["source"] if old else []):
         pools.setdefault(name, []).append(n_new + offset)
     n_replay = round(rehearsal_ratio * n_new) if old else 0
-    sampler = EpochSampler(range(n_new), pools, n_replay, seed)
+    new_weights = None
+    if source_balance:
+        new_rows = rows.select(range(n_new))
+        new_weights = source_balance_weights(new_rows["source"], new_rows["label"], source_balance)
+        summary["source_balance"] = source_balance
+    sampler = EpochSampler(range(n_new), pools, n_replay, seed, new_weights)
     if old:
         summary["replay"] = {"ratio": rehearsal_ratio, "per_epoch": sampler.n_replay, "new_per_epoch": n_new,
                              "pools": {k: len(v) for k, v in pools.items()}}

@@ -137,5 +137,6 @@ def load_source(spec: SourceSpec, seed: int = 0) -> datasets.Dataset | datasets.
 def describe(ds: datasets.Dataset) -> dict:
     """Counts for logs and training_config.json."""
     labels = np.asarray(ds["label"])
+    generators = np.asarray(ds["generator"], dtype=object)
     return {"n": int(labels.size), "n_real": int((labels == 0).sum()), "n_fake": int((labels == 1).sum()),
-            "sources": sorted(set(ds["source"]))}
+            "sources": sorted(set(ds["source"])), "generators": sorted(set(generators[labels == 1]))}

@@ -86,12 +86,12 @@ def calibrate(model, temperature: float, threshold: float, target_fpr: float, fi
 
 
 def fit_calibration(model, calibration_dir: str | Path, target_fpr: float = DEFAULT_TARGET_FPR, batch_size: int = 64,
-                    num_workers: int = 0) -> CalibrationFit:
-    """Score the held-out folder, fit temperature and threshold, fold both into the model; the numbers for
-    results.json."""
+                    num_workers: int = 0, transform=None) -> CalibrationFit:
+    """Score the held-out folder (with `transform`, default the model's eval transform), fit temperature and
+    threshold, fold both into the model; the numbers for results.json."""
     ds = load_image_folder(calibration_dir)
     labels = np.asarray(ds["label"])
-    logits = predict_logits(model, image_files(ds), eval_transform(model), batch_size, num_workers)
+    logits = predict_logits(model, image_files(ds), transform or eval_transform(model), batch_size, num_workers)
     targets = class_targets(labels, model.config)
     temperature = fit_temperature(logits, targets)
     probs_before = fake_probs_from_logits(logits, fake_index(model.config))

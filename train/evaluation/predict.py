@@ -1,12 +1,15 @@
 """Image files -> the model's logits, decoded as the app decodes uploads and preprocessed with the model's own eval
-transform (modeling.detector.eval_transform), optionally perturbed in between (the robustness sweep)."""
+transform (modeling.detector.eval_transform) or a grid of native-pixel crops (NativeCrops, logits averaged),
+optionally perturbed in between (the robustness sweep)."""
 from __future__ import annotations
 
 import datasets
 import numpy as np
 import torch
+from PIL import Image
+from torchvision.transforms import v2 as transforms_v2
 
-from modeling.detector import fake_index
+from modeling.detector import eval_transform, fake_index
 from modeling.imageio import ImageReadError, read_image
 
 
@@ -30,6 +33,35 @@ class _Images(torch.utils.data.Dataset):
         return self.transform(img)
 
 
+class NativeCrops:
+    """PIL image -> (grid*grid, 3, size, size): crops of native pixels at evenly spread offsets (an image smaller
+    than `size` is first enlarged, bicubic, until its short side is `size`), normalised like the model's input."""
+
+    def __init__(self, size: int, grid: int, mean, std):
+        self.size, self.grid = size, grid
+        self.normalize = transforms_v2.Compose([transforms_v2.PILToTensor(),
+                                                transforms_v2.ToDtype(torch.float32, scale=True),
+                                                transforms_v2.Normalize(mean, std)])
+
+    def __call__(self, img):
+        if min(img.size) < self.size:
+            scale = self.size / min(img.size)
+            img = img.resize((max(self.size, round(img.width * scale)), max(self.size, round(img.height * scale))),
+                             Image.BICUBIC)
+        x = self.normalize(img)
+        offsets = [np.linspace(0, n - self.size, self.grid).round().astype(int) for n in x.shape[1:]]
+        return torch.stack([x[:, top:top + self.size, left:left + self.size]
+                            for top in offsets[0] for left in offsets[1]])
+
+
+def scoring_transform(model, native_crop_size: int | None = None, native_grid: int = 3):
+    """The model's eval transform, or with native_crop_size a grid of native-pixel crops."""
+    if native_crop_size is None:
+        return eval_transform(model)
+    cfg = model.config.pretrained_cfg
+    return NativeCrops(native_crop_size, native_grid, cfg["mean"], cfg["std"])
+
+
 def image_files(ds: datasets.Dataset) -> list:
     return [x["bytes"] or x["path"] for x in ds.cast_column("image", datasets.Image(decode=False))["image"]]
 
@@ -41,8 +73,11 @@ def predict_logits(model, files, transform, batch_size=64, num_workers=0, pertur
                                          num_workers=num_workers, pin_memory=device.type == "cuda")
     outputs = []
     for pixels in loader:
+        crops = pixels.shape[1] if pixels.ndim == 5 else 0  # NativeCrops: average the logits of each image's crops
+        pixels = pixels.flatten(0, 1) if crops else pixels
         with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
-            outputs.append(model(pixel_values=pixels.to(device, non_blocking=True)).logits.float().cpu())
+            logits = model(pixel_values=pixels.to(device, non_blocking=True)).logits.float().cpu()
+        outputs.append(logits.unflatten(0, (-1, crops)).mean(1) if crops else logits)
     return torch.cat(outputs).numpy()
 
 

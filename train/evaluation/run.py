@@ -42,6 +42,10 @@ class EvalArguments:
         "help": "Held-out folder for --fit_temperature (e.g. the val split); must not overlap any --data_dir."})
     target_fpr: float = field(default=DEFAULT_TARGET_FPR, metadata={
         "help": "The threshold flags at most this fraction of the calibration folder's reals as fake."})
+    native_crop_size: int | None = field(default=None, metadata={
+        "help": "Score native pixels instead of the model's resize: a grid of crops of this size (e.g. the training "
+                "crop) spread evenly over the unresized image, logits averaged. Default: the model's eval transform."})
+    native_grid: int = field(default=3, metadata={"help": "With --native_crop_size: grid x grid crops per image."})
     batch_size: int = field(default=64)
     num_workers: int = field(default=min(4, os.cpu_count() or 1), metadata={"help": "DataLoader worker processes."})
     device: str | None = field(default=None, metadata={"help": "Default: cuda if available, else cpu."})
@@ -61,7 +65,7 @@ def main(argv: list[str] | None = None) -> EvaluationResults:
     import numpy as np
     import torch
 
-    from modeling.detector import eval_transform, fake_index, get_calibration, load_detector, save_detector
+    from modeling.detector import fake_index, get_calibration, load_detector, save_detector
     from train.data.folders import load_image_folder
     from train.evaluation.calibration import check_not_evaluated, fit_calibration
     from train.evaluation.metrics import (
@@ -72,7 +76,8 @@ def main(argv: list[str] | None = None) -> EvaluationResults:
     )
     from train.evaluation.perturbations import PERTURBATIONS
     from train.evaluation.plots import plot_reliability, plot_roc, plot_score_histograms
-    from train.evaluation.predict import image_files, predict_logits
+    from train.evaluation.predict import image_files, predict_logits, scoring_transform
+    from train.families import families_of
     from train.evaluation.report import render_markdown
 
     if args.fit_temperature:
@@ -85,9 +90,11 @@ def main(argv: list[str] | None = None) -> EvaluationResults:
     start = time.perf_counter()
 
     model = load_detector(args.model).eval().to(device)
+    transform = scoring_transform(model, args.native_crop_size, args.native_grid)
     calibration = None
     if args.fit_temperature:
-        calibration = fit_calibration(model, args.calibration_dir, args.target_fpr, args.batch_size, args.num_workers)
+        calibration = fit_calibration(model, args.calibration_dir, args.target_fpr, args.batch_size, args.num_workers,
+                                      transform)
         model_dir = Path(args.model) if Path(args.model).is_dir() else output_dir / "model"
         save_detector(model.cpu(), model_dir)
         model.to(device)
@@ -95,7 +102,7 @@ def main(argv: list[str] | None = None) -> EvaluationResults:
 
     ds = datasets.concatenate_datasets([load_image_folder(d) for d in args.data_dir])
     labels, sources, generators = np.asarray(ds["label"]), ds["source"], ds["generator"]
-    files, transform = image_files(ds), eval_transform(model)
+    files = image_files(ds)
     cal = get_calibration(model.config)
     threshold, fake = float(cal["threshold"]), fake_index(model.config)
     loader_args = dict(batch_size=args.batch_size, num_workers=args.num_workers)
@@ -119,12 +126,14 @@ def main(argv: list[str] | None = None) -> EvaluationResults:
         "by_source": grouped_metrics(labels, probs, sources, threshold),
         "by_generator": grouped_metrics(labels, probs, generators, threshold),
     }
+    families = np.asarray(families_of(generators), dtype=object)
+    results["by_family"] = grouped_metrics(labels, probs, families, threshold)
     generators = np.asarray(generators, dtype=object)
     if (labels == 0).any():
-        results["by_generator_vs_real"] = {
-            g: detection_metrics(labels[(labels == 0) | (generators == g)], probs[(labels == 0) | (generators == g)],
-                                 threshold)
-            for g in sorted(set(generators[labels == 1]))}
+        for key, groups in (("by_generator_vs_real", generators), ("by_family_vs_real", families)):
+            results[key] = {g: detection_metrics(labels[(labels == 0) | (groups == g)],
+                                                 probs[(labels == 0) | (groups == g)], threshold)
+                            for g in sorted(set(groups[labels == 1]))}
     if calibration:
         # The temperature divides the logits, so the uncalibrated ones are these times it.
         probs_before = fake_probs_from_logits(logits * calibration["temperature_fitted"], fake)
