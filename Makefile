@@ -39,4 +39,4 @@ test-all: install browser
 	$(PY) -m pytest -m "" $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache *.egg-info

@@ -120,7 +120,7 @@ def batched(it, n):
 
 
 def main(argv=None):
-    (args,) = HfArgumentParser(Args).parse_args_into_dataclasses(args=argv)
+    (args,) = HfArgumentParser(Args, prog="python -m train.aligned").parse_args_into_dataclasses(args=argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     input_dir, out = Path(args.input_dir), Path(args.output_dir)

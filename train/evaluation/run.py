@@ -59,7 +59,8 @@ def _counts(values) -> dict[str, int]:
 
 
 def main(argv: list[str] | None = None) -> EvaluationResults:
-    (args,) = HfArgumentParser(EvalArguments).parse_args_into_dataclasses(args=argv)
+    parser = HfArgumentParser(EvalArguments, prog="python -m train.evaluation")
+    (args,) = parser.parse_args_into_dataclasses(args=argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import datasets
     import numpy as np
