@@ -40,3 +40,12 @@ def test_evaluation_help_does_not_import_torch():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd="/")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "--calibration_dir" in done.stdout and done.stdout.strip().endswith("no torch")
+
+
+def test_results_schema_reads_without_torch(tmp_path):
+    """The app (or anyone) reads results.json and a config's calibration through modeling.formats, torch-free."""
+    code = ("import sys\nfrom modeling.formats import calibration_from, read_results\n"
+            "print(calibration_from({'threshold': 0.7}), 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "{'temperature': 1.0, 'threshold': 0.7} False"
