@@ -3,8 +3,9 @@ rate, both fitted on a held-out folder (never the one being evaluated) and store
 
 Temperature scaling divides the logits by one scalar T chosen to minimise the negative log-likelihood; it changes
 the probabilities but never the ranking, so AUC is untouched and only ECE/NLL (and the meaning of 0.5) move.
-The threshold is then chosen on the calibrated probabilities of the folder's real images, so that at most
-`target_fpr` of them are flagged as fake: a bound on the false accusations a user of the detector will see.
+The threshold is then chosen on the calibrated probabilities of the folder, by one of two policies: "fpr" flags at
+most `target_fpr` of its real images (a bound on false accusations, on data like this folder), "balanced_accuracy"
+takes the best balanced accuracy on it (the cut that best separates the two classes there).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 from scipy.optimize import minimize_scalar
+from sklearn.metrics import roc_curve
 
 from modeling import apply_temperature, set_calibration
 
@@ -62,6 +64,30 @@ def threshold_for_fpr(labels, fake_probs, target_fpr: float = 0.05) -> float:
     return float((below + above.min()) / 2) if above.size else float((below + 1.0) / 2)
 
 
+def threshold_for_balanced_accuracy(labels, fake_probs) -> float:
+    """The threshold with the best balanced accuracy (Youden's J = TPR - FPR) on this folder, halfway between the
+    lowest score it calls fake and the next lower score, for the same reason as threshold_for_fpr."""
+    labels = np.asarray(labels, dtype=int)
+    probs = np.asarray(fake_probs, dtype=np.float64)
+    if not (labels == 0).any() or not (labels == 1).any():
+        raise ValueError("choosing a threshold for balanced accuracy needs both real and fake images")
+    fpr, tpr, cuts = roc_curve(labels, probs, drop_intermediate=False)  # cuts descend; cuts[0] is +inf
+    best = int(np.argmax(tpr[1:] - fpr[1:])) + 1
+    lower = probs[probs < cuts[best]]
+    return float((cuts[best] + lower.max()) / 2) if lower.size else float(cuts[best] / 2)
+
+
+THRESHOLD_POLICIES = ("fpr", "balanced_accuracy")
+
+
+def choose_threshold(labels, fake_probs, policy: str = "fpr", target_fpr: float = 0.05) -> float:
+    if policy == "fpr":
+        return threshold_for_fpr(labels, fake_probs, target_fpr)
+    if policy == "balanced_accuracy":
+        return threshold_for_balanced_accuracy(labels, fake_probs)
+    raise ValueError(f"unknown threshold policy {policy!r}; known: {THRESHOLD_POLICIES}")
+
+
 def check_not_evaluated(calibration_dir: str | Path, data_dirs: list[str | Path]) -> None:
     """Refuse a calibration folder that is, contains or lies inside an evaluation folder: fitting on the data
     being measured would make the reported calibration and false-positive rate look better than they are."""
@@ -73,7 +99,9 @@ def check_not_evaluated(calibration_dir: str | Path, data_dirs: list[str | Path]
                              f"{d}. Fit on a held-out validation folder (e.g. the val split), never on the test data.")
 
 
-def calibrate(model, temperature: float, threshold: float, target_fpr: float, fitted_on: str) -> dict:
+def calibrate(model, temperature: float, threshold: float, target_fpr: float | None, fitted_on: str,
+              policy: str = "fpr") -> dict:
     """Fold the temperature into the model's classifier and record the calibration in its config."""
     apply_temperature(model, temperature)
-    return set_calibration(model, threshold=threshold, target_fpr=target_fpr, fitted_on=fitted_on)
+    return set_calibration(model, threshold=threshold, target_fpr=target_fpr, fitted_on=fitted_on,
+                           threshold_policy=policy)

@@ -29,7 +29,8 @@ from transformers import HfArgumentParser
 from modeling import get_calibration, load_detector, save_detector
 from modeling.detector import fake_index
 from modeling.imageio import ImageReadError, read_image
-from train.calibration import calibrate, check_not_evaluated, fit_temperature, nll, threshold_for_fpr
+from train.calibration import (THRESHOLD_POLICIES, calibrate, check_not_evaluated, choose_threshold, fit_temperature,
+                               nll)
 from train.data import load_image_folder
 from train.families import families_of
 from train.eval_plots import plot_reliability, plot_roc, plot_score_histograms
@@ -53,8 +54,13 @@ class EvalArguments:
                 "(re-saved in place for a local folder, else into <output_dir>/model) before evaluating."})
     calibration_dir: str | None = field(default=None, metadata={
         "help": "Held-out folder for --fit_temperature (e.g. the val split); must not overlap any --data_dir."})
+    threshold_policy: str = field(default="fpr", metadata={
+        "help": "How --fit_temperature picks the decision threshold on --calibration_dir: fpr (flag at most "
+                "--target_fpr of its reals) or balanced_accuracy (the best balanced accuracy on it).",
+        "choices": list(THRESHOLD_POLICIES)})
     target_fpr: float = field(default=0.05, metadata={
-        "help": "The threshold flags at most this fraction of the calibration folder's reals as fake."})
+        "help": "With --threshold_policy fpr: the threshold flags at most this fraction of the calibration folder's "
+                "reals as fake."})
     native_crop_size: int | None = field(default=None, metadata={
         "help": "Score native pixels instead of the model's resize: a grid of crops of this size (e.g. the training "
                 "crop) spread evenly over the unresized image, logits averaged. Default: the model's eval transform."})
@@ -155,13 +161,15 @@ def fit_calibration(model, args: EvalArguments) -> dict:
     temperature = fit_temperature(logits, targets)
     probs_before = fake_probs_from_logits(logits, fake_index(model.config))
     probs = fake_probs_from_logits(logits / temperature, fake_index(model.config))
-    threshold = threshold_for_fpr(labels, probs, args.target_fpr)
-    cal = calibrate(model, temperature, threshold, args.target_fpr, fitted_on=str(args.calibration_dir))
+    target_fpr = args.target_fpr if args.threshold_policy == "fpr" else None
+    threshold = choose_threshold(labels, probs, args.threshold_policy, args.target_fpr)
+    cal = calibrate(model, temperature, threshold, target_fpr, fitted_on=str(args.calibration_dir),
+                    policy=args.threshold_policy)
     at_threshold = detection_metrics(labels, probs, threshold)
     (tn, fp), _ = at_threshold["confusion_matrix"]
     return {
         "temperature": cal["temperature"], "temperature_fitted": temperature, "threshold": threshold,
-        "target_fpr": args.target_fpr, "fitted_on": str(args.calibration_dir),
+        "target_fpr": target_fpr, "threshold_policy": args.threshold_policy, "fitted_on": str(args.calibration_dir),
         "calibration_set": {
             "n": int(labels.size), "n_real": int((labels == 0).sum()), "n_fake": int((labels == 1).sum()),
             "nll_before": nll(logits, targets), "nll_after": nll(logits, targets, temperature),
