@@ -15,7 +15,10 @@ LABELS = ("real", "fake")
 
 # A model that was never calibrated: raw softmax (temperature 1) and the threshold 0.5.
 DEFAULT_CALIBRATION = {"temperature": 1.0, "threshold": 0.5}
-# Calibration chooses the threshold that flags at most this fraction of the held-out reals.
+# How calibration chooses the threshold on the held-out folder: "fpr" flags at most DEFAULT_TARGET_FPR of its reals,
+# "balanced_accuracy" takes its best balanced accuracy (train/evaluation/calibration.py).
+THRESHOLD_POLICIES = ("fpr", "balanced_accuracy")
+DEFAULT_THRESHOLD_POLICY = "fpr"
 DEFAULT_TARGET_FPR = 0.05
 
 
@@ -23,7 +26,8 @@ class Calibration(TypedDict, total=False):
     """config.calibration of a saved detector (temperature and threshold always; the rest once fitted)."""
     temperature: float
     threshold: float
-    target_fpr: float
+    target_fpr: float | None  # None with the balanced_accuracy policy
+    threshold_policy: str
     fitted_on: str
 
 
@@ -107,7 +111,8 @@ class _CalibrationFit(TypedDict):
     temperature: float  # the model's total temperature after the fit
     temperature_fitted: float  # this fit's factor
     threshold: float
-    target_fpr: float
+    target_fpr: float | None
+    threshold_policy: str
     fitted_on: str
     calibration_set: CalibrationSet
 

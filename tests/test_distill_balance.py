@@ -150,3 +150,18 @@ def test_convert_weights_maps_by_position_and_refuses_a_misfit(tmp_path):
     with pytest.raises(ValueError, match="tensors|does not fit"):
         convert_weights.main(["--architecture", "convnextv2_atto", "--checkpoint", str(tmp_path / "other_names.pth"),
                               "--output", str(tmp_path / "bad.safetensors")])
+
+
+def test_threshold_for_balanced_accuracy_takes_the_best_cut():
+    from train.evaluation.calibration import choose_threshold, threshold_for_balanced_accuracy
+    from train.evaluation.metrics import detection_metrics
+
+    labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    probs = np.array([0.1, 0.2, 0.3, 0.6, 0.4, 0.5, 0.8, 0.9])
+    t = threshold_for_balanced_accuracy(labels, probs)
+    assert t == pytest.approx((0.4 + 0.3) / 2)  # calls 0.4 and up fake: TPR 1, FPR 0.25 (J 0.75), best here
+    best = max(detection_metrics(labels, probs, c)["balanced_accuracy"] for c in np.linspace(0, 1, 101))
+    assert detection_metrics(labels, probs, t)["balanced_accuracy"] == pytest.approx(best)
+    assert choose_threshold(labels, probs, "fpr", 0.0) == pytest.approx((0.6 + 0.8) / 2)
+    with pytest.raises(ValueError, match="policy"):
+        choose_threshold(labels, probs, "median")

@@ -91,6 +91,19 @@ def test_two_data_dirs_are_pooled(tmp_path, tiny_detector_dir):
     assert {s: m["n"] for s, m in results["by_source"].items()} == {"a": 4, "b": 6}
 
 
+def test_balanced_accuracy_policy_is_recorded_and_reported(tmp_path, tiny_detector_dir, image_folder):
+    model_dir = shutil.copytree(tiny_detector_dir, tmp_path / "model")  # calibration re-saves it in place
+    cal_dir = make_image_folder(tmp_path / "val", n_per_class=4, seed=1)
+    results = main(["--model", str(model_dir), "--data_dir", str(image_folder), "--output_dir", str(tmp_path / "eval"),
+                    "--fit_temperature", "--calibration_dir", str(cal_dir), "--threshold_policy", "balanced_accuracy",
+                    "--num_workers", "0"])
+    cal = results["calibration"]
+    assert cal["threshold_policy"] == "balanced_accuracy" and cal["target_fpr"] is None
+    stored = get_calibration(load_detector(model_dir).config)
+    assert stored["threshold_policy"] == "balanced_accuracy" and stored["threshold"] == pytest.approx(cal["threshold"])
+    assert "for the best balanced accuracy" in (tmp_path / "eval" / "results.md").read_text()
+
+
 @pytest.mark.parametrize("calibration_subdir", ["", "fake"])
 def test_fitting_on_the_evaluation_folder_is_refused(tmp_path, tiny_detector_dir, image_folder, calibration_subdir):
     with pytest.raises(ValueError, match="Refusing"):

@@ -3,11 +3,13 @@ rate, both fitted on a held-out folder (never the one being evaluated) and store
 
 Temperature scaling divides the logits by one scalar T chosen to minimise the negative log-likelihood; it changes
 the probabilities but never the ranking, so AUC is untouched and only ECE/NLL (and the meaning of 0.5) move.
-The threshold is then chosen on the calibrated probabilities of the folder's real images, so that at most
-`target_fpr` of them are flagged as fake: a bound on the false accusations a user of the detector will see.
+The threshold is then chosen on the calibrated probabilities of the folder, by one of two policies: "fpr" flags at
+most `target_fpr` of its real images (a bound on false accusations, on data like this folder), "balanced_accuracy"
+takes the best balanced accuracy on it (the cut that best separates the two classes there).
 
 The whole procedure is here (fit_calibration: score the folder, fit, fold into the model, measure the fit); its
-defaults (DEFAULT_CALIBRATION, DEFAULT_TARGET_FPR) and the results.json format are modeling.formats'.
+defaults (DEFAULT_CALIBRATION, DEFAULT_TARGET_FPR, DEFAULT_THRESHOLD_POLICY) and the results.json format are
+modeling.formats'.
 """
 from __future__ import annotations
 
@@ -17,9 +19,17 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
+from sklearn.metrics import roc_curve
 
 from modeling.detector import apply_temperature, eval_transform, fake_index, set_calibration
-from modeling.formats import DEFAULT_TARGET_FPR, CalibrationFit, class_counts, false_positive_rate
+from modeling.formats import (
+    DEFAULT_TARGET_FPR,
+    DEFAULT_THRESHOLD_POLICY,
+    THRESHOLD_POLICIES,
+    CalibrationFit,
+    class_counts,
+    false_positive_rate,
+)
 from train.data.folders import load_image_folder
 from train.evaluation.metrics import detection_metrics, expected_calibration_error, fake_probs_from_logits
 from train.evaluation.predict import class_targets, image_files, predict_logits
@@ -68,6 +78,28 @@ def threshold_for_fpr(labels, fake_probs, target_fpr: float = DEFAULT_TARGET_FPR
     return float((below + above.min()) / 2) if above.size else float((below + 1.0) / 2)
 
 
+def threshold_for_balanced_accuracy(labels, fake_probs) -> float:
+    """The threshold with the best balanced accuracy (Youden's J = TPR - FPR) on this folder, halfway between the
+    lowest score it calls fake and the next lower score, for the same reason as threshold_for_fpr."""
+    labels = np.asarray(labels, dtype=int)
+    probs = np.asarray(fake_probs, dtype=np.float64)
+    if not (labels == 0).any() or not (labels == 1).any():
+        raise ValueError("choosing a threshold for balanced accuracy needs both real and fake images")
+    fpr, tpr, cuts = roc_curve(labels, probs, drop_intermediate=False)  # cuts descend; cuts[0] is +inf
+    best = int(np.argmax(tpr[1:] - fpr[1:])) + 1
+    lower = probs[probs < cuts[best]]
+    return float((cuts[best] + lower.max()) / 2) if lower.size else float(cuts[best] / 2)
+
+
+def choose_threshold(labels, fake_probs, policy: str = DEFAULT_THRESHOLD_POLICY,
+                     target_fpr: float = DEFAULT_TARGET_FPR) -> float:
+    if policy == "fpr":
+        return threshold_for_fpr(labels, fake_probs, target_fpr)
+    if policy == "balanced_accuracy":
+        return threshold_for_balanced_accuracy(labels, fake_probs)
+    raise ValueError(f"unknown threshold policy {policy!r}; known: {THRESHOLD_POLICIES}")
+
+
 def check_not_evaluated(calibration_dir: str | Path, data_dirs: list[str | Path]) -> None:
     """Refuse a calibration folder that is, contains or lies inside an evaluation folder: fitting on the data
     being measured would make the reported calibration and false-positive rate look better than they are."""
@@ -79,16 +111,19 @@ def check_not_evaluated(calibration_dir: str | Path, data_dirs: list[str | Path]
                              f"{d}. Fit on a held-out validation folder (e.g. the val split), never on the test data.")
 
 
-def calibrate(model, temperature: float, threshold: float, target_fpr: float, fitted_on: str) -> dict:
+def calibrate(model, temperature: float, threshold: float, target_fpr: float | None, fitted_on: str,
+              policy: str = DEFAULT_THRESHOLD_POLICY) -> dict:
     """Fold the temperature into the model's classifier and record the calibration in its config."""
     apply_temperature(model, temperature)
-    return set_calibration(model, threshold=threshold, target_fpr=target_fpr, fitted_on=fitted_on)
+    return set_calibration(model, threshold=threshold, target_fpr=target_fpr, fitted_on=fitted_on,
+                           threshold_policy=policy)
 
 
 def fit_calibration(model, calibration_dir: str | Path, target_fpr: float = DEFAULT_TARGET_FPR, batch_size: int = 64,
-                    num_workers: int = 0, transform=None) -> CalibrationFit:
+                    num_workers: int = 0, transform=None,
+                    policy: str = DEFAULT_THRESHOLD_POLICY) -> CalibrationFit:
     """Score the held-out folder (with `transform`, default the model's eval transform), fit temperature and
-    threshold, fold both into the model; the numbers for results.json."""
+    threshold (by `policy`, see choose_threshold), fold both into the model; the numbers for results.json."""
     ds = load_image_folder(calibration_dir)
     labels = np.asarray(ds["label"])
     logits = predict_logits(model, image_files(ds), transform or eval_transform(model), batch_size, num_workers)
@@ -96,13 +131,14 @@ def fit_calibration(model, calibration_dir: str | Path, target_fpr: float = DEFA
     temperature = fit_temperature(logits, targets)
     probs_before = fake_probs_from_logits(logits, fake_index(model.config))
     probs = fake_probs_from_logits(logits / temperature, fake_index(model.config))
-    threshold = threshold_for_fpr(labels, probs, target_fpr)
-    cal = calibrate(model, temperature, threshold, target_fpr, fitted_on=str(calibration_dir))
+    target_fpr = target_fpr if policy == "fpr" else None
+    threshold = choose_threshold(labels, probs, policy, target_fpr)
+    cal = calibrate(model, temperature, threshold, target_fpr, fitted_on=str(calibration_dir), policy=policy)
     at_threshold = detection_metrics(labels, probs, threshold)
     n_real, n_fake = class_counts(at_threshold)
     return {
         "temperature": cal["temperature"], "temperature_fitted": temperature, "threshold": threshold,
-        "target_fpr": target_fpr, "fitted_on": str(calibration_dir),
+        "target_fpr": target_fpr, "threshold_policy": policy, "fitted_on": str(calibration_dir),
         "calibration_set": {
             "n": int(labels.size), "n_real": n_real, "n_fake": n_fake,
             "nll_before": nll(logits, targets), "nll_after": nll(logits, targets, temperature),

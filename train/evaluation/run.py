@@ -20,7 +20,14 @@ from pathlib import Path
 
 from transformers import HfArgumentParser
 
-from modeling.formats import DEFAULT_TARGET_FPR, RESULTS_FILE, EvaluationResults, write_results
+from modeling.formats import (
+    DEFAULT_TARGET_FPR,
+    DEFAULT_THRESHOLD_POLICY,
+    RESULTS_FILE,
+    THRESHOLD_POLICIES,
+    EvaluationResults,
+    write_results,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +47,13 @@ class EvalArguments:
                 "(re-saved in place for a local folder, else into <output_dir>/model) before evaluating."})
     calibration_dir: str | None = field(default=None, metadata={
         "help": "Held-out folder for --fit_temperature (e.g. the val split); must not overlap any --data_dir."})
+    threshold_policy: str = field(default=DEFAULT_THRESHOLD_POLICY, metadata={
+        "help": "How --fit_temperature picks the decision threshold on --calibration_dir: fpr (flag at most "
+                "--target_fpr of its reals) or balanced_accuracy (the best balanced accuracy on it).",
+        "choices": list(THRESHOLD_POLICIES)})
     target_fpr: float = field(default=DEFAULT_TARGET_FPR, metadata={
-        "help": "The threshold flags at most this fraction of the calibration folder's reals as fake."})
+        "help": "With --threshold_policy fpr: the threshold flags at most this fraction of the calibration folder's "
+                "reals as fake."})
     native_crop_size: int | None = field(default=None, metadata={
         "help": "Score native pixels instead of the model's resize: a grid of crops of this size (e.g. the training "
                 "crop) spread evenly over the unresized image, logits averaged. Default: the model's eval transform."})
@@ -95,7 +107,7 @@ def main(argv: list[str] | None = None) -> EvaluationResults:
     calibration = None
     if args.fit_temperature:
         calibration = fit_calibration(model, args.calibration_dir, args.target_fpr, args.batch_size, args.num_workers,
-                                      transform)
+                                      transform, args.threshold_policy)
         model_dir = Path(args.model) if Path(args.model).is_dir() else output_dir / "model"
         save_detector(model.cpu(), model_dir)
         model.to(device)
