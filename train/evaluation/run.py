@@ -90,8 +90,8 @@ def main(argv: list[str] | None = None) -> EvaluationResults:
     from train.evaluation.perturbations import PERTURBATIONS
     from train.evaluation.plots import plot_reliability, plot_roc, plot_score_histograms
     from train.evaluation.predict import image_files, predict_logits, scoring_transform
-    from train.families import families_of
     from train.evaluation.report import render_markdown
+    from train.families import families_of
 
     if args.fit_temperature:
         if not args.calibration_dir:
