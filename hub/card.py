@@ -20,6 +20,8 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from train.families import family_of
+
 TEMPLATE = Path(__file__).parent / "templates" / "model_card.md"
 PROJECT_LICENSE = "apache-2.0"  # pyproject.toml: the code's license, which applies when no base weights were used
 TAGS = ["timm", "image-classification", "ai-image-detection", "deepfake-detection"]
@@ -208,17 +210,23 @@ def source_table(results: dict) -> str:
                    "ROC AUC"], rows)
 
 
-def generator_table(results: dict) -> str:
-    vs_real = results.get("by_generator_vs_real") or {}
+def generator_table(results: dict, group: str = "generator") -> str:
+    """Per generator (or per family) against all reals; marks what the model saw in training when known."""
+    vs_real = results.get(f"by_{group}_vs_real") or {}
+    seen = results.get("seen_in_training")
+    if seen is not None and group == "family":
+        seen = {family_of(g): v for g, v in sorted(seen.items(), key=lambda kv: kv[1] == "never seen")}
     rows = []
-    for name, m in results.get("by_generator", {}).items():
+    for name, m in results.get(f"by_{group}", {}).items():
         if _counts(m)[1] == 0:  # the reals' group ("none")
             continue
         against = vs_real.get(name, {})
-        rows.append([f"`{name}`", _counts(m)[1], m["recall"], against.get("roc_auc"), against.get("tpr_at_5pct_fpr")])
+        row = [f"`{name}`", _counts(m)[1], m["recall"], against.get("roc_auc"), against.get("tpr_at_5pct_fpr")]
+        rows.append(row + ([seen.get(name, "—").replace("generator seen", "seen")] if seen is not None else []))
     if not rows:
-        return "Not reported (no fakes with a generator name in this set)."
-    return _table(["generator", "fakes", "detection rate", "ROC AUC vs reals", "TPR@5%FPR vs reals"], rows)
+        return f"Not reported (no fakes with a {group} name in this set)."
+    return _table([group, "fakes", "detection rate", "ROC AUC vs reals", "TPR@5%FPR vs reals"]
+                  + (["in training"] if seen is not None else []), rows)
 
 
 def robustness_table(results: dict) -> str:
@@ -279,6 +287,11 @@ def headline(eval_sets: list[EvalSet]) -> str:
                      f"{_fmt(m['tpr_at_5pct_fpr'])} of the fakes when 5% of the reals are flagged; at its threshold "
                      f"{_fmt(threshold, 4)}: balanced accuracy {_fmt(m['balanced_accuracy'])}, "
                      f"{_fmt(_fpr(m))} of the real images called fake.")
+        unseen = s.results.get("never_seen_vs_real")
+        if unseen:
+            lines.append(f"  - **Generators never seen in training** ({', '.join(unseen['generators'])}; "
+                         f"{_counts(unseen)[1]} fakes, against all {n_real} reals): ROC AUC {_fmt(unseen['roc_auc'])}, "
+                         f"catches {_fmt(unseen['recall'])} of them at the threshold.")
     return "Measured by the evaluation harness (details under Results):\n\n" + "\n".join(lines)
 
 
@@ -465,6 +478,7 @@ def write_model_card(model_dir: str | Path, results_path=None, repo_id: str | No
         if eval_sets else "Not evaluated: no results.json was published with this model.",
         eval_sets=[dict(name=s.name, description=set_description(s), notes=stale_notes(s.results, calibration),
                         by_source=source_table(s.results), by_generator=generator_table(s.results),
+                        by_family=generator_table(s.results, "family"),
                         robustness=robustness_table(s.results), plots=plot_links(s)) for s in eval_sets],
         validation=validation_table(_read_json(model_dir / "eval_results.json")),
         recipe=recipe_text(training_config), data_limitations=data_limitations(eval_sets), notes=notes,

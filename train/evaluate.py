@@ -32,7 +32,7 @@ from modeling.imageio import ImageReadError, read_image
 from train.calibration import (THRESHOLD_POLICIES, calibrate, check_not_evaluated, choose_threshold, fit_temperature,
                                nll)
 from train.data import load_image_folder
-from train.families import families_of
+from train.families import families_of, seen_in_training
 from train.eval_plots import plot_reliability, plot_roc, plot_score_histograms
 from train.metrics import detection_metrics, expected_calibration_error, fake_probs_from_logits, grouped_metrics
 from train.perturbations import PERTURBATIONS
@@ -142,6 +142,18 @@ def predict_logits(model, files, transform, batch_size=64, num_workers=0, pertur
             logits = model(pixel_values=pixels.to(device, non_blocking=True)).logits.float().cpu()
         outputs.append(logits.unflatten(0, (-1, crops)).mean(1) if crops else logits)
     return torch.cat(outputs).numpy()
+
+
+def training_generators(model: str) -> list[str] | None:
+    """The fake generators a saved detector was trained on, from its training_config.json (None if unknown)."""
+    record = Path(model, "training_config.json")
+    if not record.is_file():
+        return None
+    data = json.loads(record.read_text()).get("data", {})
+    parts = [*data.get("train", []), *data.get("rehearsal", [])]
+    if not parts or any("generators" not in part for part in parts):
+        return None
+    return sorted({g for part in parts for g in part["generators"]})
 
 
 def class_targets(labels, config) -> np.ndarray:
@@ -315,6 +327,15 @@ def main(argv: list[str] | None = None) -> dict:
             results[key] = {g: detection_metrics(labels[(labels == 0) | (groups == g)],
                                                  probs[(labels == 0) | (groups == g)], threshold)
                             for g in sorted(set(groups[labels == 1]))}
+    trained_on = training_generators(args.model)
+    if trained_on is not None:
+        status = {g: seen_in_training(g, trained_on) for g in sorted(set(generators[labels == 1]))}
+        never = np.isin(generators, [g for g, v in status.items() if v == "never seen"])
+        results["seen_in_training"] = status
+        if never.any() and (labels == 0).any():
+            keep = (labels == 0) | never
+            results["never_seen_vs_real"] = {"generators": sorted(set(generators[never])),
+                                             **detection_metrics(labels[keep], probs[keep], threshold)}
     if calibration:
         # The temperature divides the logits, so the uncalibrated ones are these times it.
         probs_before = fake_probs_from_logits(logits * calibration["temperature_fitted"], fake)
