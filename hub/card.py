@@ -29,6 +29,7 @@ from modeling.formats import (
     false_positive_rate,
     read_results,
 )
+from train.families import family_of
 
 TEMPLATE = Path(__file__).parent / "templates" / "model_card.md"
 PROJECT_LICENSE = "apache-2.0"  # pyproject.toml: the code's license, which applies when no base weights were used
@@ -204,18 +205,23 @@ def source_table(results: dict) -> str:
                    "ROC AUC"], rows)
 
 
-def generator_table(results: dict) -> str:
-    vs_real = results.get("by_generator_vs_real") or {}
+def generator_table(results: dict, group: str = "generator") -> str:
+    """Per generator (or per family) against all reals; marks what the model saw in training when known."""
+    vs_real = results.get(f"by_{group}_vs_real") or {}
+    seen = results.get("seen_in_training")
+    if seen is not None and group == "family":
+        seen = {family_of(g): v for g, v in sorted(seen.items(), key=lambda kv: kv[1] == "never seen")}
     rows = []
-    for name, m in results.get("by_generator", {}).items():
+    for name, m in results.get(f"by_{group}", {}).items():
         if class_counts(m)[1] == 0:  # the reals' group ("none")
             continue
         against = vs_real.get(name, {})
-        rows.append([f"`{name}`", class_counts(m)[1], m["recall"], against.get("roc_auc"),
-                     against.get("tpr_at_5pct_fpr")])
+        row = [f"`{name}`", class_counts(m)[1], m["recall"], against.get("roc_auc"), against.get("tpr_at_5pct_fpr")]
+        rows.append(row + ([seen.get(name, "—").replace("generator seen", "seen")] if seen is not None else []))
     if not rows:
-        return "Not reported (no fakes with a generator name in this set)."
-    return _table(["generator", "fakes", "detection rate", "ROC AUC vs reals", "TPR@5%FPR vs reals"], rows)
+        return f"Not reported (no fakes with a {group} name in this set)."
+    return _table([group, "fakes", "detection rate", "ROC AUC vs reals", "TPR@5%FPR vs reals"]
+                  + (["in training"] if seen is not None else []), rows)
 
 
 def robustness_table(results: dict) -> str:
@@ -276,6 +282,11 @@ def headline(eval_sets: list[EvalSet]) -> str:
                      f"{_fmt(m['tpr_at_5pct_fpr'])} of the fakes when 5% of the reals are flagged; at its threshold "
                      f"{_fmt(threshold, 4)}: balanced accuracy {_fmt(m['balanced_accuracy'])}, "
                      f"{_fmt(false_positive_rate(m))} of the real images called fake.")
+        unseen = s.results.get("never_seen_vs_real")
+        if unseen:
+            lines.append(f"  - **Generators never seen in training** ({', '.join(unseen['generators'])}; "
+                         f"{class_counts(unseen)[1]} fakes, against all {n_real} reals): ROC AUC "
+                         f"{_fmt(unseen['roc_auc'])}, catches {_fmt(unseen['recall'])} of them at the threshold.")
     return "Measured by the evaluation harness (details under Results):\n\n" + "\n".join(lines)
 
 
@@ -462,6 +473,7 @@ def write_model_card(model_dir: str | Path, results_path=None, repo_id: str | No
         if eval_sets else "Not evaluated: no results.json was published with this model.",
         eval_sets=[dict(name=s.name, description=set_description(s), notes=stale_notes(s.results, calibration),
                         by_source=source_table(s.results), by_generator=generator_table(s.results),
+                        by_family=generator_table(s.results, "family"),
                         robustness=robustness_table(s.results), plots=plot_links(s)) for s in eval_sets],
         validation=validation_table(_read_json(model_dir / "eval_results.json")),
         recipe=recipe_text(training_config), data_limitations=data_limitations(eval_sets), notes=notes,

@@ -139,9 +139,15 @@ class _Results(TypedDict):
     runtime: Runtime
 
 
+class NeverSeenMetrics(DetectionMetrics):
+    generators: list[str]  # the fake generators neither seen nor of a family seen in training
+
+
 class EvaluationResults(_Results, total=False):
     by_generator_vs_real: dict[str, DetectionMetrics]  # each generator's fakes against all reals (needs reals)
     by_family_vs_real: dict[str, DetectionMetrics]  # each family's fakes against all reals (needs reals)
+    seen_in_training: dict[str, str]  # generator -> generator seen / family seen / never seen (model's record)
+    never_seen_vs_real: NeverSeenMetrics  # the never-seen generators' fakes against all reals
     calibration: CalibrationFit  # with --fit_temperature
     robustness: dict[str, DetectionMetrics]  # with --robustness, perturbation name -> metrics
 

@@ -165,3 +165,30 @@ def test_threshold_for_balanced_accuracy_takes_the_best_cut():
     assert choose_threshold(labels, probs, "fpr", 0.0) == pytest.approx((0.6 + 0.8) / 2)
     with pytest.raises(ValueError, match="policy"):
         choose_threshold(labels, probs, "median")
+
+
+def test_evaluation_and_card_say_which_generators_training_never_saw(tmp_path, tiny_detector_dir):
+    import shutil
+
+    from hub.card import EvalSet, generator_table, headline
+    from train.evaluation.run import main as evaluate
+
+    data = make_image_folder(tmp_path / "data", n_per_class=4)
+    rows = ["file_name,label,source,generator"]
+    rows += [f"real/r{i}.jpg,real,photos,none" for i in range(4)]
+    rows += [f"fake/f{i}.jpg,fake,gallery,{'StyleGAN3 (FFHQ)' if i < 2 else 'DALL-E 3'}" for i in range(4)]
+    (data / "metadata.csv").write_text("\n".join(rows) + "\n")
+    model = tmp_path / "model"
+    shutil.copytree(tiny_detector_dir, model)
+    (model / "training_config.json").write_text(json.dumps(
+        {"data": {"train": [{"source": "train", "generators": ["StyleGAN2 (FFHQ)"]}]}}))
+
+    results = evaluate(["--model", str(model), "--data_dir", str(data), "--output_dir", str(tmp_path / "eval"),
+                        "--num_workers", "0"])
+    assert results["seen_in_training"] == {"DALL-E 3": "never seen", "StyleGAN3 (FFHQ)": "family seen"}
+    assert results["never_seen_vs_real"]["generators"] == ["DALL-E 3"] and results["never_seen_vs_real"]["n"] == 6
+    families = generator_table(results, "family")
+    assert "| `DALL-E 3` | 2 |" in families and families.splitlines()[0].endswith("in training |")
+    assert "never seen |" in families and "family seen |" in families
+    text = headline([EvalSet("toy", tmp_path / "eval" / "results.json", results)])
+    assert "never seen in training** (DALL-E 3; 2 fakes, against all 4 reals)" in text

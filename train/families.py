@@ -6,8 +6,10 @@ DALL-E 3 before DALL-E mini, VQGAN models before GANs). A generator that matches
 """
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
+from pathlib import Path
 
 FAMILIES: tuple[tuple[str, str], ...] = (
     ("DALL-E 3", r"dall-?e ?3"),
@@ -46,3 +48,15 @@ def seen_in_training(generator: str, training_generators: Iterable[str]) -> str:
     if family_of(generator) in set(families_of(training_generators)):
         return "family seen"
     return "never seen"
+
+
+def training_generators(model_dir: str | Path) -> list[str] | None:
+    """The fake generators a saved detector was trained on, from its training_config.json (None if unknown)."""
+    record = Path(model_dir, "training_config.json")
+    if not record.is_file():
+        return None
+    data = json.loads(record.read_text()).get("data", {})
+    parts = [*data.get("train", []), *data.get("rehearsal", [])]
+    if not parts or any("generators" not in part for part in parts):
+        return None
+    return sorted({g for part in parts for g in part["generators"]})

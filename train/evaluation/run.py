@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> EvaluationResults:
     from train.evaluation.plots import plot_reliability, plot_roc, plot_score_histograms
     from train.evaluation.predict import image_files, predict_logits, scoring_transform
     from train.evaluation.report import render_markdown
-    from train.families import families_of
+    from train.families import families_of, seen_in_training, training_generators
 
     if args.fit_temperature:
         if not args.calibration_dir:
@@ -147,6 +147,15 @@ def main(argv: list[str] | None = None) -> EvaluationResults:
             results[key] = {g: detection_metrics(labels[(labels == 0) | (groups == g)],
                                                  probs[(labels == 0) | (groups == g)], threshold)
                             for g in sorted(set(groups[labels == 1]))}
+    trained_on = training_generators(args.model)
+    if trained_on is not None:
+        status = {g: seen_in_training(g, trained_on) for g in sorted(set(generators[labels == 1]))}
+        never = np.isin(generators, [g for g, v in status.items() if v == "never seen"])
+        results["seen_in_training"] = status
+        if never.any() and (labels == 0).any():
+            keep = (labels == 0) | never
+            results["never_seen_vs_real"] = {"generators": sorted(set(generators[never])),
+                                             **detection_metrics(labels[keep], probs[keep], threshold)}
     if calibration:
         # The temperature divides the logits, so the uncalibrated ones are these times it.
         probs_before = fake_probs_from_logits(logits * calibration["temperature_fitted"], fake)
