@@ -264,8 +264,10 @@ def render_markdown(results: dict) -> str:
         c, s = results["calibration"], results["calibration"]["calibration_set"]
         lines += ["## Calibration", "",
                   f"Fitted on `{c['fitted_on']}` ({s['n_real']} real, {s['n_fake']} fake), stored in the model's "
-                  f"config: temperature {c['temperature']:.3f}, threshold {c['threshold']:.4f} for a target FPR of "
-                  f"{c['target_fpr']:.0%} (on that folder: FPR {_fmt(s['fpr'])}, TPR {_fmt(s['tpr'])}; NLL "
+                  f"config: temperature {c['temperature']:.3f}, threshold {c['threshold']:.4f} "
+                  + (f"for a target FPR of {c['target_fpr']:.0%}" if c.get("target_fpr") is not None
+                     else f"by policy {c.get('threshold_policy')}")
+                  + f" (on that folder: FPR {_fmt(s['fpr'])}, TPR {_fmt(s['tpr'])}; NLL "
                   f"{s['nll_before']:.3f} -> {s['nll_after']:.3f}).  ",
                   f"ECE on the evaluated data: {_fmt(c['ece_before'])} before, {_fmt(c['ece_after'])} after.", ""]
     lines += ["## Plots", "", "![ROC](roc.png) ![scores](scores.png) ![reliability](reliability.png)", ""]
