@@ -101,7 +101,7 @@ def test_balanced_accuracy_policy_is_recorded_and_reported(tmp_path, tiny_detect
     assert cal["threshold_policy"] == "balanced_accuracy" and cal["target_fpr"] is None
     stored = get_calibration(load_detector(model_dir).config)
     assert stored["threshold_policy"] == "balanced_accuracy" and stored["threshold"] == pytest.approx(cal["threshold"])
-    assert "for the best balanced accuracy" in (tmp_path / "eval" / "results.md").read_text()
+    assert "by policy balanced_accuracy" in (tmp_path / "eval" / "results.md").read_text()
 
 
 @pytest.mark.parametrize("calibration_subdir", ["", "fake"])

@@ -136,7 +136,9 @@ def layer_decay_param_groups(model: torch.nn.Module, lr: float, weight_decay: fl
 def warmup_cosine_schedule(optimizer, warmup_steps: int, total_steps: int, start_factor: float = 0.01,
                            eta_min: float = 0.0):
     """Linear warmup from start_factor x each group's lr, then cosine from it down to eta_min. torch's schedulers
-    scale each param group's own initial lr, so the layer decay's per-group rates survive."""
+    scale each param group's own initial lr, so the layer decay's per-group rates survive. eta_min is one absolute
+    floor for all groups: a group whose own lr is below it moves up to it (the closed form this replaced kept such a
+    group at its lr)."""
     cosine = CosineAnnealingLR(optimizer, T_max=max(1, total_steps - warmup_steps), eta_min=eta_min)
     if warmup_steps <= 0:
         return cosine

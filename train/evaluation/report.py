@@ -68,7 +68,7 @@ def render_markdown(results: EvaluationResults) -> str:
     if results.get("calibration"):
         c, s = results["calibration"], results["calibration"]["calibration_set"]
         chosen = (f"for a target FPR of {c['target_fpr']:.0%}" if c.get("target_fpr") is not None
-                  else "for the best balanced accuracy")
+                  else f"by policy {c.get('threshold_policy')}")
         lines += ["## Calibration", "",
                   f"Fitted on `{c['fitted_on']}` ({s['n_real']} real, {s['n_fake']} fake), stored in the model's "
                   f"config: temperature {c['temperature']:.3f}, threshold {c['threshold']:.4f} {chosen} "
