@@ -134,14 +134,21 @@ def model_headline(detector: Detector) -> str:
     where = ("images from sources and generators it never saw in training" if summary["unseen"]
              else f"the evaluation set `{summary['set']}`")
     lines.append(f"On {summary['n']:,} {where}, it catches **{summary['caught']:.1%} of AI-generated images at "
-                 f"{summary['false_alarms']:.1%} false alarms** on real photos (ROC AUC {summary['roc_auc']:.2f}).")
+                 f"{summary['false_alarms']:.1%} false alarms** on real photos (ROC AUC {summary['roc_auc']:.3f}).")
     if summary["roc_auc"] < PRODUCTION_AUC:
         lines.append("A demo model, not a production detector: treat its verdicts as weak evidence.")
     return " ".join(lines)
 
 
+def default_cache_dir() -> str:
+    """Where converted models are kept: $MODEL_CACHE_DIR, else model_cache/ beside this file (what hub/push.py ships
+    in the Space)."""
+    return os.environ.get("MODEL_CACHE_DIR") or str(HERE / "model_cache")
+
+
 def load_app_detector(model: str | None, **detector_kwargs) -> tuple[Detector, str | None]:
     """The Detector to serve and the warning to show (None for a trained model)."""
+    detector_kwargs.setdefault("cache_dir", default_cache_dir())
     model = model or os.environ.get("MODEL_ID") or (str(DEFAULT_MODEL_DIR) if DEFAULT_MODEL_DIR.is_dir() else None)
     if model:
         return Detector.from_pretrained(model, **detector_kwargs), None
@@ -376,7 +383,7 @@ def build_demo(detector: Detector, warning: str | None = None, examples_dir: Pat
                     if examples:
                         gallery = gr.Gallery([(p, c) for p, c in examples], label="Examples with their known "
                                              "truth (click one; sources and licenses in examples/LICENSES.md)",
-                                             columns=3, allow_preview=False, elem_id="examples")
+                                             columns=2, allow_preview=False, elem_id="examples")
                 with gr.Column():
                     verdict_out = gr.Markdown(elem_id="verdict")
                     # No heading: it would name the top class, which can disagree with the verdict at a moved threshold.
@@ -404,7 +411,7 @@ def build_demo(detector: Detector, warning: str | None = None, examples_dir: Pat
             show_heatmap.change(lambda on: (gr.update(visible=on), gr.update(visible=on), gr.update(visible=not on)),
                                 show_heatmap, [overlay_out, legend, image_out], api_visibility="private", queue=False)
             if examples:
-                gallery.select(_pick_example(examples), None, image_in, api_visibility="private", queue=False)
+                gallery.select(_pick_example, None, image_in, api_visibility="private", queue=False)
             if feedback_dir:
                 send.click(lambda state, label: save_feedback(Path(feedback_dir), state, label, detector.name),
                            [current, truth], feedback_out, api_visibility="private")
@@ -439,10 +446,9 @@ def build_demo(detector: Detector, warning: str | None = None, examples_dir: Pat
     return demo
 
 
-def _pick_example(examples: list[tuple[str, str]]):
-    def pick(evt: gr.SelectData) -> str:
-        return examples[evt.index][0]
-    return pick
+def _pick_example(evt: gr.SelectData) -> str:
+    """The clicked example's copy in Gradio's cache (a path outside it would be refused as an output)."""
+    return evt.value["image"]["path"]
 
 
 def limit_malloc_arenas(n: int = 2) -> None:
@@ -467,7 +473,7 @@ def main():
     parser.add_argument("--host", default=None, help="address to bind (default: $GRADIO_SERVER_NAME or 127.0.0.1;"
                                                      " 0.0.0.0 to serve the network)")
     parser.add_argument("--backend", default="auto", choices=BACKENDS)
-    parser.add_argument("--cache_dir", default=os.environ.get("MODEL_CACHE_DIR") or str(HERE / "model_cache"),
+    parser.add_argument("--cache_dir", default=default_cache_dir(),
                         help="where the converted model is kept between starts ('' to convert at every start)")
     parser.add_argument("--feedback_dir", default=None,
                         help="enable 'This verdict is wrong': store reported images and labels here (imagefolder)")

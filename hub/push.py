@@ -18,8 +18,8 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import os
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
@@ -143,7 +143,8 @@ def space_files(space_id: str, repo_id: str, model_config: dict, project_dir: st
     if model_dir is not None:
         from modeling.backends import fill_cache
 
-        cache = Path(tempfile.mkdtemp(prefix="space-model-cache-"))
+        # The app's own cache (app.py's default --cache_dir): a model already served here is not converted again.
+        cache = Path(os.environ.get("MODEL_CACHE_DIR") or project_dir / SPACE_CACHE_DIR)
         for xml in fill_cache(model_dir, cache):
             for path in (xml, xml.with_suffix(".bin")):
                 files[f"{SPACE_CACHE_DIR}/{path.relative_to(cache).as_posix()}"] = path

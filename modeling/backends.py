@@ -109,6 +109,7 @@ def to_openvino(net, input_size: tuple[int, int, int], low_precision: bool):
     import torch
 
     example = torch.zeros(1, *input_size)
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "No CUDA runtime is found" on CPUs
     with warnings.catch_warnings():  # the converter traces with torch.jit, which warns of its own deprecation
         warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
         model = ov.convert_model(net.eval(), example_input=example, input=[ov.PartialShape([-1, 3, -1, -1])])

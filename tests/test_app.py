@@ -315,7 +315,7 @@ def test_headline_says_what_is_served(tmp_path, tiny_detector_dir):
     headline = app.model_headline(det)
     assert "`m`" in headline and "convnextv2_atto" in headline
     assert "On 200 images from sources and generators it never saw in training" in headline
-    assert "catches **40.0% of AI-generated images at 10.0% false alarms**" in headline and "AUC 0.70" in headline
+    assert "catches **40.0% of AI-generated images at 10.0% false alarms**" in headline and "AUC 0.700" in headline
     assert "A demo model, not a production detector" in headline
 
 
