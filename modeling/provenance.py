@@ -3,8 +3,8 @@
 They are shown beside the detector's verdict and never mixed into its score: metadata is trivially stripped or
 forged, so its absence says nothing and its presence is a claim, not proof. `declared_generator` is that claim in
 a few words, when the file's own metadata says a generator made it (a C2PA or XMP digital source type of
-`trainedAlgorithmicMedia`, a generator's PNG settings chunk, a generator named as the creating software). The C2PA check is presence only;
-verifying a manifest's signature needs a C2PA library and trust lists.
+`trainedAlgorithmicMedia`, a generator's PNG settings chunk, a generator named as the creating software). The
+C2PA check is presence only; verifying a manifest's signature needs a C2PA library and trust lists.
 """
 from __future__ import annotations
 

@@ -10,7 +10,6 @@ import gradio as gr
 import numpy as np
 import pytest
 import timm.data
-import torch
 from gradio_client import Client, handle_file
 from PIL import Image, PngImagePlugin
 from transformers import pipeline
