@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import os
 import sys
 from dataclasses import dataclass, field
 from importlib.metadata import version
@@ -35,11 +36,14 @@ PROJECT_DIR = Path(__file__).resolve().parents[1]
 # such as the Trainer's training_args.bin) stays local.
 MODEL_FILES = ("config.json", "*.safetensors", "*.safetensors.index.json", "preprocessor_config.json",
                "training_config.json", "eval_results.json", "train_results.json", "all_results.json")
-# What the Space runs: app.py imports only the modeling package and requirements.txt's packages, and shows the
-# example images (with their licenses) when the folder exists.
-SPACE_FILES = ("app.py", "requirements.txt")
+# What the Space runs: app.py imports only the modeling package and SPACE_PACKAGES, and shows the example images
+# (with their licenses) when the folder exists. It serves the model from the converted-model cache shipped beside it
+# (model_cache/, see modeling/backends.py), so it needs none of torch, timm, transformers or the training stack.
+SPACE_FILES = ("app.py",)
 SPACE_DIRS = ("modeling",)
 OPTIONAL_SPACE_DIRS = ("examples",)
+SPACE_PACKAGES = ("gradio", "openvino", "numpy", "pillow", "huggingface-hub")
+SPACE_CACHE_DIR = "model_cache"  # app.py's default --cache_dir
 SPACE_CONFIG = "space_config.json"  # {"model_id": ...}: the model the Space serves, for when MODEL_ID is unset
 # Files the Hub website puts in a new repo; a repo holding only these is empty for our purposes.
 EMPTY_REPO_FILES = {".gitattributes", "README.md"}
@@ -52,7 +56,8 @@ SPACE_README = """---
 A demo of the detector [`{{ repo_id }}`](https://huggingface.co/{{ repo_id }}): upload an image, get the probability
 that it is AI-generated. Read the model card for what the score means, how it was measured and where it fails.
 
-The model served is the Space variable `MODEL_ID` (also recorded in `space_config.json`). The model is licensed
+The model served is the Space variable `MODEL_ID` (also recorded in `space_config.json`); `model_cache/` holds it
+converted for OpenVINO, so the Space installs only the inference packages. The model is licensed
 `{{ model_license }}`; this Space's code `{{ license }}`.
 """
 
@@ -114,9 +119,17 @@ def model_files(model_dir: str | Path, repo_id: str, results=None) -> RepoFiles:
     return RepoFiles(repo_id, "model", files)
 
 
-def space_files(space_id: str, repo_id: str, model_config: dict, project_dir: str | Path = PROJECT_DIR) -> RepoFiles:
+def space_requirements() -> bytes:
+    """The inference set only, at the versions installed here (the ones the app was tested with)."""
+    lines = ["# The Space's inference packages (hub/push.py); training needs the project's requirements.txt."]
+    return ("\n".join(lines + [f"{name}=={version(name)}" for name in SPACE_PACKAGES]) + "\n").encode()
+
+
+def space_files(space_id: str, repo_id: str, model_config: dict, project_dir: str | Path = PROJECT_DIR,
+                model_dir: str | Path | None = None) -> RepoFiles:
+    """model_dir: also ship its converted-model cache, so the Space starts without converting (and without torch)."""
     project_dir = Path(project_dir)
-    files: dict[str, Path | bytes] = {}
+    files: dict[str, Path | bytes] = {"requirements.txt": space_requirements()}
     for name in SPACE_FILES:
         if not (project_dir / name).is_file():
             raise PushError(f"Cannot package the Space: {project_dir / name} is missing.")
@@ -127,6 +140,14 @@ def space_files(space_id: str, repo_id: str, model_config: dict, project_dir: st
         for path in sorted((project_dir / folder).rglob("*")):
             if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
                 files[path.relative_to(project_dir).as_posix()] = path
+    if model_dir is not None:
+        from modeling.backends import fill_cache
+
+        # The app's own cache (app.py's default --cache_dir): a model already served here is not converted again.
+        cache = Path(os.environ.get("MODEL_CACHE_DIR") or project_dir / SPACE_CACHE_DIR)
+        for xml in fill_cache(model_dir, cache):
+            for path in (xml, xml.with_suffix(".bin")):
+                files[f"{SPACE_CACHE_DIR}/{path.relative_to(cache).as_posix()}"] = path
     files[SPACE_CONFIG] = (json.dumps({"model_id": repo_id}, indent=2) + "\n").encode()
     name = space_id.split("/")[-1]
     data = SpaceCardData(
@@ -169,7 +190,7 @@ def _is_ours(commit: RepoFiles, remote: set[str], token: str) -> bool:
     if remote <= EMPTY_REPO_FILES:
         return True
     if commit.repo_type == "space":
-        return "modeling/detector.py" in remote
+        return "modeling/detector.py" in remote or "modeling/inference.py" in remote
     if "config.json" not in remote:
         return False
     remote_config = json.loads(Path(hf_hub_download(commit.repo_id, "config.json", token=token)).read_text())
@@ -210,7 +231,7 @@ def push(model_dir: str | Path, repo_id: str, private: bool = False, space_id: s
     commits = {"model": model_files(model_dir, repo_id, results)}
     if space_id:
         model_config = json.loads((Path(model_dir) / "config.json").read_text())
-        commits["space"] = space_files(space_id, repo_id, model_config, project_dir)
+        commits["space"] = space_files(space_id, repo_id, model_config, project_dir, model_dir)
     if dry_run is not None:
         return write_dry_run(commits, dry_run, model_dir)
 

@@ -3,6 +3,7 @@
 HF_HUB_OFFLINE is set here (before any test imports huggingface_hub) so no test can reach, or wait for, the Hub.
 """
 import os
+import tempfile
 from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -10,6 +11,8 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Converted models (app.py, hub/push.py) go to one temporary cache per session, never into the repo.
+os.environ["MODEL_CACHE_DIR"] = tempfile.mkdtemp(prefix="test-model-cache-")
 
 ROOT = Path(__file__).resolve().parents[1]
 

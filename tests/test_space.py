@@ -1,0 +1,44 @@
+"""The packaged Space serves from the converted model shipped beside it, with only its inference requirements:
+torch, timm and transformers are blocked from importing, as on a Space that installed requirements.txt alone."""
+import json
+import os
+import subprocess
+import sys
+
+from conftest import make_image
+
+from hub.push import space_files, write_dry_run
+
+BLOCKED = ("torch", "timm", "transformers", "datasets", "onnxruntime", "nncf")
+SERVE = f"""
+import importlib.abc, json, sys
+
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {BLOCKED!r}:
+            raise ImportError(f"{{name}} is not installed on this Space")
+
+sys.meta_path.insert(0, Block())
+import app
+
+detector, warning = app.load_app_detector(sys.argv[1])
+app.build_demo(detector, warning)
+result = app.predict_files(detector, [sys.argv[2]])[0]
+print(json.dumps({{"backend": detector.backend, "label": result["label"], "warning": warning}}))
+"""
+
+
+def test_packaged_space_serves_from_its_cache_without_torch(tmp_path, tiny_detector_dir):
+    config = json.loads((tiny_detector_dir / "config.json").read_text())
+    commit = space_files("me/detector-demo", "me/detector", config, model_dir=tiny_detector_dir)
+    space = write_dry_run({"space": commit}, tmp_path / "dry", tiny_detector_dir)["space"]
+    requirements = (space / "requirements.txt").read_text()
+    assert not any(f"\n{name}==" in requirements for name in BLOCKED)
+    photo = make_image(tmp_path / "photo.jpg", seed=4)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MODEL_CACHE_DIR")}
+    out = subprocess.run([sys.executable, "-s", "-c", SERVE, str(tiny_detector_dir), str(photo)], cwd=space,
+                         env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    served = json.loads(out.stdout.strip().splitlines()[-1])
+    assert served["backend"].startswith("openvino") and served["warning"] is None
+    assert served["label"] in ("real", "fake", "uncertain")
