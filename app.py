@@ -31,7 +31,7 @@ from gradio.data_classes import FileData
 from gradio.utils import get_upload_folder
 from PIL import Image
 
-from modeling.imageio import MAX_BYTES, ImageReadError, read_image
+from modeling.imageio import IMAGE_SUFFIXES, MAX_BYTES, ImageReadError, read_image
 from modeling.inference import BACKENDS, Detector, heatmap_overlay, verdict
 from modeling.provenance import read_provenance
 
@@ -353,7 +353,7 @@ def _examples(folder: Path) -> list[tuple[str, str]]:
     if (folder / "metadata.csv").is_file():
         with (folder / "metadata.csv").open(newline="") as f:
             captions = {row["file_name"]: row["caption"] for row in csv.DictReader(f)}
-    files = [p for p in sorted(folder.glob("*")) if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp")]
+    files = [p for p in sorted(folder.glob("*")) if p.suffix.lower() in IMAGE_SUFFIXES]
     files.sort(key=lambda p: list(captions).index(p.name) if p.name in captions else len(captions))
     return [(str(p), captions.get(p.name, p.stem)) for p in files]
 
