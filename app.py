@@ -33,7 +33,7 @@ from PIL import Image
 
 from modeling.imageio import IMAGE_SUFFIXES, MAX_BYTES, ImageReadError, read_image
 from modeling.inference import BACKENDS, Detector, heatmap_overlay, verdict
-from modeling.provenance import read_provenance
+from modeling.provenance import Provenance, read_provenance
 
 logger = logging.getLogger(__name__)
 
@@ -193,11 +193,11 @@ def _read(path: str | None):
         raise refusal(str(e)) from None
 
 
-def _result(detector: Detector, image: Image.Image, raw: bytes, threshold: float | None = None) -> Result:
+def _result(detector: Detector, image: Image.Image, provenance: Provenance, threshold: float | None = None) -> Result:
     """What /predict returns: the verdict, the stability check and the provenance, all JSON."""
     prediction = detector.predict(image, threshold)
     return {**prediction.as_dict(), "stability": detector.stability(image, prediction),
-            "provenance": read_provenance(raw).as_dict()}
+            "provenance": provenance.as_dict()}
 
 
 def render_verdict(result: dict, threshold: float, band: float) -> str:
@@ -229,13 +229,13 @@ def analyse(detector: Detector, payload, threshold: float):
     if not path:  # the input was cleared
         return "", None, None, None, "", None
     image = _read(path)
-    raw = Path(path).read_bytes()
-    result = _result(detector, image, raw, threshold)
+    provenance = read_provenance(Path(path).read_bytes())
+    result = _result(detector, image, provenance, threshold)
     overlay = heatmap_overlay(image, detector.patch_map(image), threshold, max_side=DISPLAY_SIDE)
     image.thumbnail((DISPLAY_SIDE, DISPLAY_SIDE))
     state = {"path": path, **result}
     return (render_verdict(result, threshold, detector.uncertain_band), result["probabilities"], image, overlay,
-            read_provenance(raw).markdown(), state)
+            provenance.markdown(), state)
 
 
 def relabel(detector: Detector, state: dict | None, threshold: float) -> str:
@@ -303,7 +303,7 @@ def predict_files(detector: Detector, paths: list[str], threshold: float | None 
         except ImageReadError as e:
             results.append({"file": name, "error": str(e)})
             continue
-        results.append({"file": name, **_result(detector, image, Path(path).read_bytes(), threshold)})
+        results.append({"file": name, **_result(detector, image, read_provenance(Path(path).read_bytes()), threshold)})
     return results
 
 
@@ -432,7 +432,7 @@ def build_demo(detector: Detector, warning: str | None = None, examples_dir: Pat
         def predict(image: FileData) -> Result:
             """One image file -> label, fake_probability, probabilities, threshold, stability, provenance."""
             path = uploaded_path(image)
-            return _result(detector, _read(path), Path(path).read_bytes())
+            return _result(detector, _read(path), read_provenance(Path(path).read_bytes()))
 
         def predict_batch(images: list[FileData], threshold: float = round(detector.threshold, 4)) -> list[FileResult]:
             """Image files -> one /predict result each (plus `file`), or `file` and `error` for unreadable ones."""
