@@ -209,8 +209,8 @@ def generator_table(results: dict, group: str = "generator") -> str:
     """Per generator (or per family) against all reals; marks what the model saw in training when known."""
     vs_real = results.get(f"by_{group}_vs_real") or {}
     seen = results.get("seen_in_training")
-    if seen is not None and group == "family":
-        seen = {family_of(g): v for g, v in sorted(seen.items(), key=lambda kv: kv[1] == "never seen")}
+    if seen is not None and group == "family":  # a family was in training or was not: its generators agree on it
+        seen = {family_of(g): "never seen" if v == "never seen" else "family seen" for g, v in seen.items()}
     rows = []
     for name, m in results.get(f"by_{group}", {}).items():
         if class_counts(m)[1] == 0:  # the reals' group ("none")
