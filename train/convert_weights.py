@@ -53,9 +53,8 @@ def main(argv: list[str] | None = None) -> Path:
 
     state = torch.load(resolve_checkpoint(args.checkpoint), map_location="cpu", weights_only=True)
     state = state.get("state_dict", state) if isinstance(state, dict) else state
-    model = timm.create_model(args.architecture, pretrained=False)
-    weights = map_by_position(state, model.state_dict())
-    model.load_state_dict(weights, strict=False)  # num_batches_tracked stays at its default
+    target = timm.create_model(args.architecture, pretrained=False).state_dict()
+    weights = map_by_position(state, target)
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     save_file(weights, str(output))

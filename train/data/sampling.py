@@ -32,7 +32,7 @@ def source_balance_weights(sources: Sequence[str], labels: Sequence[int], power:
     weights = np.zeros(len(sources))
     for label in np.unique(labels):
         in_class = labels == label
-        names, inverse, counts = np.unique(sources[in_class], return_inverse=True, return_counts=True)
+        _, inverse, counts = np.unique(sources[in_class], return_inverse=True, return_counts=True)
         row_weight = counts[inverse] ** -float(power)
         weights[in_class] = row_weight / row_weight.sum() * in_class.mean()
     return weights / weights.sum()
