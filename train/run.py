@@ -208,8 +208,9 @@ def main(argv: list[str] | None = None) -> DetectorTrainer:
         train_set, sampler, train_summary = build_training_data(
             train_specs, make_transform, training_args.seed, rehearsal_specs, data_args.rehearsal_ratio, limits,
             data_args.source_balance)
-        validation = build_eval_data(validation_specs, eval_transform(model), training_args.seed, limits)
-        test = build_eval_data(test_specs, eval_transform(model), training_args.seed, limits)
+        scoring = eval_transform(model)
+        validation = build_eval_data(validation_specs, scoring, training_args.seed, limits)
+        test = build_eval_data(test_specs, scoring, training_args.seed, limits)
     logger.info("training data: %s", json.dumps(train_summary, default=str))
     logger.info("mixed precision: %s", training_args.mixed_precision)
     if validation is None and training_args.eval_strategy != "no":
