@@ -201,7 +201,8 @@ def _saves_timm_keys(model: TimmWrapperForImageClassification) -> TimmWrapperFor
     return model
 
 
-INPUT_FILTERS = (None, "npr")
+# "npr_half": both views in one plain stem, half its channels content-blind and half free to read the image
+INPUT_FILTERS = (None, "npr", "npr_half")
 
 
 @torch.no_grad()
@@ -225,10 +226,11 @@ def constrain_input_filter(model) -> None:
     k, stride = stem.kernel_size, stem.stride
     if not isinstance(stem, torch.nn.Conv2d) or k[0] % 2 or k[1] % 2 or stride[0] % 2 or stride[1] % 2 \
             or any(stem.padding):
-        raise ValueError(f"input_filter='npr' needs a stem conv with even kernel and stride and no padding "
+        raise ValueError(f"input_filter={mode!r} needs a stem conv with even kernel and stride and no padding "
                          f"(a patchify stem like ConvNeXt's); {model.config.architecture} has {stem}")
     o, c, kh, kw = stem.weight.shape
-    blocks = stem.weight.view(o, c, kh // 2, 2, kw // 2, 2)
+    blind = o if mode == "npr" else o // 2
+    blocks = stem.weight[:blind].view(blind, c, kh // 2, 2, kw // 2, 2)
     blocks.sub_(blocks.mean(dim=(3, 5), keepdim=True))
 
 

@@ -29,7 +29,7 @@ import yaml
 from transformers import HfArgumentParser
 from transformers.trainer_utils import IntervalStrategy
 
-from modeling import build_detector, get_calibration, load_detector, save_detector
+from modeling import build_detector, constrain_input_filter, get_calibration, load_detector, save_detector
 from modeling.detector import EVAL_RESIZE_RATIO, data_config, eval_size_cfg, eval_transform, fake_index
 from train.data import IGNORE_INDEX, DataLimits, SourceSpec, build_eval_data, build_training_data, collate
 from train.distill import Teacher
@@ -52,7 +52,8 @@ class ModelArguments:
                 "detector, the saved model's size otherwise"})
     drop_path_rate: float | None = field(default=None, metadata={"help": "Stochastic depth of a new detector"})
     input_filter: str | None = field(default=None, metadata={
-        "help": "npr: a new detector whose stem is blind to content (modeling.constrain_input_filter); none: off "
+        "help": "npr: a stem blind to content (modeling.constrain_input_filter); npr_half: half its channels blind, "
+                "half free; none: off. Also changes a model given by --init_from "
                 "(overrides a config file's npr)"})
     eval_resize_ratio: float = field(default=EVAL_RESIZE_RATIO, metadata={
         "help": "Evaluation resizes the short side to image_size * this, then centre-crops (seed: 288/256)"})
@@ -120,6 +121,9 @@ def build_model(model_args: ModelArguments):
     start = model_args.init_from or model_args.model_name_or_path
     if model_args.init_from or Path(start, "config.json").is_file():
         model = load_detector(start)
+        if model_args.input_filter is not None:  # e.g. npr -> npr_half: free half the stem to read content too
+            model.config.input_filter = None if model_args.input_filter == "none" else model_args.input_filter
+            constrain_input_filter(model)
         if model_args.image_size and model_args.image_size != model.config.pretrained_cfg["input_size"][-1]:
             size = model_args.image_size  # ConvNeXt takes any size: only the recorded preprocessing changes
             model.config.pretrained_cfg.update(eval_size_cfg(size, model_args.eval_resize_ratio))

@@ -11,9 +11,12 @@ the seed recipe's.
 from __future__ import annotations
 
 import dataclasses
+import io
+import random
 from dataclasses import dataclass
 
 import torch
+from PIL import Image
 from torchvision.transforms import InterpolationMode, v2
 
 
@@ -33,6 +36,13 @@ class AugmentationProfile:
     blur_p: float = 0.0
     grayscale_p: float = 0.0
     crop_size: int | None = None          # training crop; None = the model's image_size
+    # Re-sharing as social and hosting sites do, on the whole image before the crop (both classes alike):
+    # a downscale, one JPEG or WebP encode with random chroma subsampling, sometimes a second encode.
+    share_p: float = 0.0
+    share_scale: tuple[float, float] = (0.4, 1.0)
+    share_quality: tuple[int, int] = (60, 95)
+    share_webp_p: float = 0.25
+    share_second_p: float = 0.3
 
 
 PROFILES: dict[str, AugmentationProfile] = {
@@ -46,6 +56,10 @@ PROFILES: dict[str, AugmentationProfile] = {
     "continual": AugmentationProfile(
         scale=(0.85, 1.0), ratio=(0.85, 1.15), jitter=(0.03, 0.03, 0.03, 0.01), jitter_p=0.2,
         resample=(0.90, 0.97), resample_p=0.1, jpeg_quality=(88, 98), jpeg_p=0.1, blur_p=0.1, grayscale_p=0.03),
+    # images as they circulate online: most are re-shared (resized, re-encoded once or twice) before the crop
+    "wild": AugmentationProfile(
+        scale=(0.25, 1.0), ratio=(0.9, 1.1), jitter=(0.06, 0.06, 0.06, 0.02), jitter_p=0.3, blur_p=0.1,
+        grayscale_p=0.03, share_p=0.75),
     # native-pixel crops (no rescaling, so generation artefacts keep their scale) with the train degradations
     "native": AugmentationProfile(
         crop="native", jitter=(0.06, 0.06, 0.06, 0.02), jitter_p=0.3, resample=(0.80, 0.95), resample_p=0.3,
@@ -95,6 +109,37 @@ class ShortSideAtLeast(torch.nn.Module):
         return v2.functional.resize(img, self.size, interpolation=InterpolationMode.BICUBIC, antialias=True)
 
 
+class ShareSiteReencode(torch.nn.Module):
+    """PIL -> PIL: what a sharing site does to an upload. Downscale by a random factor (never below 64 px), then
+    encode once as JPEG (random quality and chroma subsampling 4:4:4, 4:2:2 or 4:2:0) or WebP, and sometimes
+    encode the result again (a re-share of a re-share)."""
+
+    SUBSAMPLING = (0, 1, 2)  # Pillow's 4:4:4, 4:2:2, 4:2:0
+
+    def __init__(self, scale: tuple[float, float], quality: tuple[int, int], webp_p: float, second_p: float):
+        super().__init__()
+        self.scale, self.quality, self.webp_p, self.second_p = scale, quality, webp_p, second_p
+
+    def _encode(self, img):
+        buf = io.BytesIO()
+        quality = random.randint(*self.quality)
+        if random.random() < self.webp_p:
+            img.save(buf, "WEBP", quality=quality)
+        else:
+            img.save(buf, "JPEG", quality=quality, subsampling=random.choice(self.SUBSAMPLING))
+        buf.seek(0)
+        return Image.open(buf).convert("RGB")
+
+    def forward(self, img):
+        f = random.uniform(*self.scale)
+        w, h = img.size
+        size = (max(64, round(w * f)), max(64, round(h * f)))
+        if size[0] < w:
+            img = img.resize(size, Image.Resampling.BICUBIC, reducing_gap=None)
+        img = self._encode(img.convert("RGB"))
+        return self._encode(img) if random.random() < self.second_p else img
+
+
 def _maybe(transform, p: float) -> list:
     return [v2.RandomApply([transform], p=p)] if p > 0 else []
 
@@ -116,7 +161,9 @@ def build_train_transform(profile: str | dict | AugmentationProfile, image_size:
                                      interpolation=InterpolationMode(interpolation), antialias=True)]
     else:
         raise ValueError(f"unknown crop {p.crop!r}: 'resized' or 'native'")
+    share = ShareSiteReencode(p.share_scale, p.share_quality, p.share_webp_p, p.share_second_p)
     return v2.Compose([
+        *_maybe(share, p.share_p),
         *crop,
         *([v2.RandomHorizontalFlip()] if p.hflip else []),
         v2.PILToTensor(),
