@@ -1,0 +1,89 @@
+"""Does val track ood? The learning curve and agreement tables of several scored models.
+
+    python -m train.evaluation.agreement runs/r3_baseline runs/r3_long/checkpoint-500 ... [--output table.md]
+
+Each model folder must hold `eval_val/results.json` and `eval_ood/results.json` (written by `python -m
+train.evaluation --output_dir <model>/eval_val`, ...). A Trainer checkpoint's `trainer_state.json` adds its step
+and the mean training loss since the previous checkpoint. The table has one row per model, in the order given, and
+the Spearman rank correlation of val AUC against ood AUC over all rows: whether picking on val picks well on ood.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from scipy.stats import spearmanr
+
+from modeling.formats import RESULTS_FILE, read_results
+
+
+@dataclass
+class Row:
+    name: str
+    val_auc: float | None
+    ood_auc: float | None
+    val_balanced_accuracy: float | None
+    ood_balanced_accuracy: float | None
+    step: int | None = None
+    train_loss: float | None = None
+
+
+def training_progress(folder: Path) -> tuple[int | None, float | None]:
+    """(global step, mean training loss over the logs since the previous save) of a Trainer checkpoint."""
+    state_file = folder / "trainer_state.json"
+    if not state_file.is_file():
+        return None, None
+    state = json.loads(state_file.read_text())
+    step, every = state["global_step"], state.get("save_steps") or state["global_step"]
+    losses = [e["loss"] for e in state["log_history"] if "loss" in e and step - every < e["step"] <= step]
+    return step, sum(losses) / len(losses) if losses else None
+
+
+def read_row(folder: str | Path, val_name: str = "eval_val", ood_name: str = "eval_ood") -> Row:
+    folder = Path(folder)
+    val = read_results(folder / val_name / RESULTS_FILE)["overall"]
+    ood = read_results(folder / ood_name / RESULTS_FILE)["overall"]
+    step, loss = training_progress(folder)
+    name = f"{folder.parent.name}/{folder.name}" if folder.name.startswith("checkpoint-") else folder.name
+    return Row(name, val["roc_auc"], ood["roc_auc"], val["balanced_accuracy"], ood["balanced_accuracy"], step, loss)
+
+
+def rank_correlation(rows: list[Row]) -> float | None:
+    pairs = [(r.val_auc, r.ood_auc) for r in rows if r.val_auc is not None and r.ood_auc is not None]
+    if len(pairs) < 3:
+        return None
+    rho = spearmanr(*zip(*pairs)).statistic
+    return None if rho != rho else float(rho)  # NaN when one side is constant
+
+
+def render(rows: list[Row]) -> str:
+    def f(v, digits=3):
+        return "—" if v is None else f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+
+    lines = ["| model | step | train loss | val AUC | ood AUC | val bal. acc | ood bal. acc |", "|---" * 7 + "|"]
+    for r in rows:
+        lines.append(f"| {r.name} | {f(r.step)} | {f(r.train_loss)} | {f(r.val_auc)} | {f(r.ood_auc)} | "
+                     f"{f(r.val_balanced_accuracy)} | {f(r.ood_balanced_accuracy)} |")
+    rho = rank_correlation(rows)
+    lines += ["", f"Spearman rank correlation of val AUC with ood AUC over {len(rows)} models: {f(rho, 2)}"]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(prog="python -m train.evaluation.agreement", description=__doc__.split("\n\n")[0])
+    parser.add_argument("models", nargs="+", help="model folders holding eval_val/ and eval_ood/ results")
+    parser.add_argument("--val_name", default="eval_val")
+    parser.add_argument("--ood_name", default="eval_ood")
+    parser.add_argument("--output", help="also write the table to this Markdown file")
+    args = parser.parse_args(argv)
+    table = render([read_row(m, args.val_name, args.ood_name) for m in args.models])
+    if args.output:
+        Path(args.output).write_text(table)
+    print(table, end="")
+    return table
+
+
+if __name__ == "__main__":
+    main()
