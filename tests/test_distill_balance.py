@@ -9,6 +9,7 @@ from conftest import TINY_ARCH, make_image_folder
 from PIL import Image
 
 from modeling import build_detector, save_detector
+from modeling.formats import TrainingRecord, write_training_record
 from train import run
 from train.data import EpochSampler, source_balance_weights
 from train.distill import Teacher, distillation_loss
@@ -117,7 +118,7 @@ def test_evaluate_native_crops_average_the_crop_logits(tmp_path, tiny_detector_d
 
 
 def test_generator_families_and_what_training_saw():
-    from train.families import family_of, seen_in_training
+    from modeling.families import family_of, seen_in_training
 
     assert family_of("SD3") == family_of("Stable Diffusion 3 Medium") == "Stable Diffusion 3"
     assert family_of("SD1.5 DreamShaper 3.2") == family_of("SDXL-Turbo") == "Stable Diffusion 1/2/XL"
@@ -180,8 +181,8 @@ def test_evaluation_and_card_say_which_generators_training_never_saw(tmp_path, t
     (data / "metadata.csv").write_text("\n".join(rows) + "\n")
     model = tmp_path / "model"
     shutil.copytree(tiny_detector_dir, model)
-    (model / "training_config.json").write_text(json.dumps(
-        {"data": {"train": [{"source": "train", "generators": ["StyleGAN2 (FFHQ)"]}]}}))
+    write_training_record(model, TrainingRecord(data={"train": [{"source": "train",
+                                                                  "generators": ["StyleGAN2 (FFHQ)"]}]}))
 
     results = evaluate(["--model", str(model), "--data_dir", str(data), "--output_dir", str(tmp_path / "eval"),
                         "--num_workers", "0"])

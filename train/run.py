@@ -31,6 +31,7 @@ from transformers.trainer_utils import IntervalStrategy
 
 from modeling import build_detector, constrain_input_filter, get_calibration, load_detector, save_detector
 from modeling.detector import EVAL_RESIZE_RATIO, data_config, eval_size_cfg, eval_transform, fake_index
+from modeling.formats import TrainingRecord, write_training_record
 from train.data import IGNORE_INDEX, DataLimits, SourceSpec, build_eval_data, build_training_data, collate
 from train.distill import Teacher
 from train.evaluation.metrics import fake_probs_from_logits, load_detection_metric
@@ -236,25 +237,25 @@ def main(argv: list[str] | None = None) -> DetectorTrainer:
 
     # The record of the run, written before training so an interrupted run still says what it was.
     phase = "continual" if (model_args.init_from or rehearsal_specs) else "initial"
-    record = {
-        "phase": phase,
-        "model_args": dataclasses.asdict(model_args),
-        "data_args": dataclasses.asdict(data_args),
-        "training_args": training_args.to_dict(),
-        "epochs": training_args.num_train_epochs,
-        "max_steps": training_args.max_steps,
-        "per_device_train_batch_size": training_args.per_device_train_batch_size,
-        "total_train_batch_size": training_args.per_device_train_batch_size * training_args.world_size
+    record = TrainingRecord(
+        phase=phase,
+        model_args=dataclasses.asdict(model_args),
+        data_args=dataclasses.asdict(data_args),
+        training_args=training_args.to_dict(),
+        epochs=training_args.num_train_epochs,
+        max_steps=training_args.max_steps,
+        per_device_train_batch_size=training_args.per_device_train_batch_size,
+        total_train_batch_size=training_args.per_device_train_batch_size * training_args.world_size
         * training_args.gradient_accumulation_steps,
-        "image_size": image_size,
-        "data": {**train_summary, "validation": validation.summary if validation else [],
-                 "test": test.summary if test else []},
-        "augmentation_profiles": {key: dataclasses.asdict(get_profile(profile))
-                                  for key, profile in train_summary["profiles"].items()},
-    }
+        image_size=image_size,
+        data={**train_summary, "validation": validation.summary if validation else [],
+              "test": test.summary if test else []},
+        augmentation_profiles={key: dataclasses.asdict(get_profile(profile))
+                               for key, profile in train_summary["profiles"].items()},
+    )
     if trainer.is_world_process_zero():
         Path(training_args.output_dir).mkdir(parents=True, exist_ok=True)
-        Path(training_args.output_dir, "training_config.json").write_text(json.dumps(record, indent=2, default=str))
+        write_training_record(training_args.output_dir, record)
 
     resume = training_args.resume_from_checkpoint  # a checkpoint folder, or true: the last one in output_dir
     train_result = trainer.train(resume_from_checkpoint=_bool_or_path(resume) if resume else None)

@@ -91,7 +91,8 @@ def main(argv: list[str] | None = None) -> EvaluationResults:
     from train.evaluation.plots import plot_reliability, plot_roc, plot_score_histograms
     from train.evaluation.predict import image_files, predict_logits, scoring_transform
     from train.evaluation.report import render_markdown
-    from train.families import families_of, seen_in_training, training_generators
+    from modeling.families import families_of, seen_in_training
+    from modeling.formats import read_training_record
 
     if args.fit_temperature:
         if not args.calibration_dir:
@@ -147,7 +148,8 @@ def main(argv: list[str] | None = None) -> EvaluationResults:
             results[key] = {g: detection_metrics(labels[(labels == 0) | (groups == g)],
                                                  probs[(labels == 0) | (groups == g)], threshold)
                             for g in sorted(set(groups[labels == 1]))}
-    trained_on = training_generators(args.model)
+    record = read_training_record(args.model) if Path(args.model).is_dir() else None
+    trained_on = record.training_generators() if record else None
     if trained_on is not None:
         status = {g: seen_in_training(g, trained_on) for g in sorted(set(generators[labels == 1]))}
         never = np.isin(generators, [g for g, v in status.items() if v == "never seen"])
