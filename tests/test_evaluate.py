@@ -130,3 +130,17 @@ def test_eval_transform_is_the_models_own(tiny_detector_dir):
 def test_class_targets_follow_the_models_label_order():
     model = build_detector(TINY_ARCH, pretrained=False, image_size=TINY_SIZE, labels=("fake", "real"))
     assert class_targets([0, 1, 1], model.config).tolist() == [1, 0, 0]
+
+
+@pytest.mark.parametrize("input_filter, device, dtype", [
+    (None, "cuda", "float16"), ("npr", "cuda", None), ("npr_half", "cuda", None), (None, "cpu", None)])
+def test_scoring_autocasts_to_fp16_only_on_cuda_and_never_a_model_with_an_input_filter(input_filter, device, dtype):
+    """A content-blind stem reads pixel differences of one grey level, which fp16 rounds away (train/run.py refuses
+    to train such a model under autocast): it is scored in fp32 like everywhere else."""
+    import torch
+    from types import SimpleNamespace
+
+    from train.evaluation.predict import autocast_dtype
+
+    config = SimpleNamespace(input_filter=input_filter)
+    assert autocast_dtype(config, torch.device(device)) == (getattr(torch, dtype) if dtype else None)
