@@ -282,7 +282,8 @@ def calibration_text(calibration: dict, eval_sets: list[EvalSet]) -> tuple[str, 
     if "fitted_on" not in calibration and fitted is None:
         summary = ("The model is not calibrated: its probabilities are the raw softmax and the threshold is the "
                    "default.")
-        return summary, summary + " (`python -m train.evaluation --fit_temperature --calibration_dir <val>` fits both.)"
+        return summary, summary + (" (`python -m train.evaluation --calibrate --calibration_dir <val>` fits "
+                                   "both.)")
     target = calibration.get("target_fpr")
     summary = (f"Probabilities are temperature-scaled (T = {format_cell(float(calibration['temperature']))}) and the "
                f"threshold was chosen on held-out data"

@@ -153,7 +153,7 @@ class EvaluationResults(_Results, total=False):
     by_family_vs_real: dict[str, DetectionMetrics]  # each family's fakes against all reals (needs reals)
     seen_in_training: dict[str, str]  # generator -> generator seen / family seen / never seen (model's record)
     never_seen_vs_real: NeverSeenMetrics  # the never-seen generators' fakes against all reals
-    calibration: CalibrationFit  # with --fit_temperature
+    calibration: CalibrationFit  # with --calibrate
     robustness: dict[str, DetectionMetrics]  # with --robustness, perturbation name -> metrics
 
 

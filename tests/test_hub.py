@@ -94,7 +94,8 @@ def model_dir(tmp_path_factory, tiny_detector_dir):
     make_image_folder(root / "ood", n_per_class=4, seed=3)
     make_image_folder(root / "val", n_per_class=4, seed=4)
     evaluate(["--model", str(model), "--data_dir", str(root / "ood"), "--output_dir", str(model / "eval_ood"),
-              "--fit_temperature", "--calibration_dir", str(root / "val"), "--target_fpr", "0.25",
+              "--calibrate", "--calibration_dir", str(root / "val"), "--calibrated_model_dir", str(model),
+              "--target_fpr", "0.25",
               "--num_workers", "0"])
     cal = json.loads((model / "config.json").read_text())["calibration"]
     (model / "eval_holdout").mkdir()
