@@ -150,3 +150,22 @@ def test_scoring_autocasts_to_fp16_only_on_cuda_and_never_a_model_with_an_input_
 
     config = SimpleNamespace(input_filter=input_filter)
     assert autocast_dtype(config, torch.device(device)) == (getattr(torch, dtype) if dtype else None)
+
+
+def test_plots_of_dozens_of_generators_save_without_layout_warnings(tmp_path):
+    import warnings
+
+    import numpy as np
+
+    from train.evaluation.plots import plot_reliability, plot_roc, plot_score_histograms
+
+    rng = np.random.default_rng(0)
+    labels, probs = rng.integers(0, 2, 600), rng.random(600)
+    generators = np.array(["none" if label == 0 else f"generator {i % 60} with a long descriptive name"
+                           for i, label in enumerate(labels)], dtype=object)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plot_roc(labels, probs, tmp_path / "roc.png", generators=generators)
+        plot_score_histograms(labels, probs, tmp_path / "scores.png", 0.5)
+        plot_reliability(labels, probs, tmp_path / "reliability.png", before=probs)
+    assert (tmp_path / "roc.png").read_bytes()[:8] == PNG_MAGIC

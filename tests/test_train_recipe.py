@@ -161,3 +161,11 @@ def test_precision_flags_on_cpu(tmp_path):
     assert (args.fp16, args.bf16, args.mixed_precision) == (False, False, "no")
     args = DetectorTrainingArguments(output_dir=str(tmp_path), mixed_precision="bf16", report_to="none")
     assert args.bf16 and args.use_cpu  # bf16 autocast on CPU, which transformers wants said with use_cpu
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a machine without a GPU")
+def test_training_without_a_gpu_does_not_pin_memory(tmp_path):
+    """Pinned memory only speeds up copies to a GPU; asking for it without one makes torch warn at every start
+    (transformers turns it off for --use_cpu only, not for a machine that simply has no GPU)."""
+    args = DetectorTrainingArguments(output_dir=str(tmp_path), report_to="none")
+    assert args.dataloader_pin_memory is False

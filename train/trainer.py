@@ -122,6 +122,8 @@ class DetectorTrainingArguments(TrainingArguments):
             self.use_cpu = True  # transformers wants it said explicitly for bf16 autocast on CPU
         if self.dataloader_num_workers == 0:
             self.dataloader_persistent_workers = False  # torch refuses persistent workers without workers
+        if not cuda:
+            self.dataloader_pin_memory = False  # pinning is for copies to a GPU; torch warns at every start without
         super().__post_init__()
 
 
