@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 from .backends import BACKENDS, load_backend
-from .formats import RESULTS_PATTERNS, read_training_record
+from .formats import RESULTS_PATTERNS, calibration_from, read_training_record
 
 logger = logging.getLogger(__name__)
 
@@ -106,14 +106,16 @@ def resolve_model_dir(name_or_path: str | Path) -> Path:
 class Detector:
     """A loaded detector for serving. Build once, share between threads.
 
-    backend: "auto" (see modeling/backends.py), "openvino", "compile" (torch.compile + bf16), "onnx" or "torch".
+    runtime: the network as modeling/backends.py loads it (load_backend), a callable from pixel values to logits;
+    `backend` is its name. from_pretrained and from_model take that name ("auto", "openvino", "compile", "onnx" or
+    "torch") and load the runtime.
     """
 
-    def __init__(self, backend, config: dict, model_dir: Path | None = None, name: str | None = None,
+    def __init__(self, runtime, config: dict, model_dir: Path | None = None, name: str | None = None,
                  uncertain_band: float = UNCERTAIN_BAND):
-        self.runtime, self.config, self.model_dir = backend, config, model_dir
+        self.runtime, self.config, self.model_dir = runtime, config, model_dir
         self.name = name or (model_dir.name if model_dir else config.get("architecture", "model"))
-        self.calibration = {"temperature": 1.0, "threshold": 0.5, **(config.get("calibration") or {})}
+        self.calibration = calibration_from(config.get("calibration"))
         self.threshold = float(self.calibration["threshold"])
         self.uncertain_band = uncertain_band
         self.labels = list(config.get("label_names") or
