@@ -1,11 +1,11 @@
-"""Issue 12's training features: source balancing, knowledge distillation, native-pixel multi-crop scoring."""
+"""Training features: source balancing, knowledge distillation, native-pixel multi-crop scoring."""
 import json
 from collections import Counter
 
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_ARCH, make_image_folder
+from conftest import FAST, TINY_ARCH, make_image_folder
 from PIL import Image
 
 from modeling import build_detector, save_detector
@@ -13,8 +13,6 @@ from modeling.formats import TrainingRecord, write_training_record
 from train import run
 from train.data import EpochSampler, source_balance_weights
 from train.distill import Teacher, distillation_loss
-
-FAST = ["--dataloader_num_workers", "0", "--report_to", "none", "--use_cpu", "--logging_steps", "1"]
 
 
 def test_source_balance_flattens_sources_within_each_class():

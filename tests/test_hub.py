@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import ROOT, TINY_ARCH, make_image, make_image_folder
+from conftest import ROOT, TINY_ARCH, free_port, make_image, make_image_folder
 from huggingface_hub import ModelCard, constants
 from huggingface_hub.repocard_data import model_index_to_eval_results
 
@@ -320,12 +320,6 @@ def test_dry_run_cli_with_chosen_results(tmp_path, model_dir, forbid_network, ca
     assert "`holdout`" in card and "`ood`" not in card
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _imported_modules(path: Path) -> set[str]:
     """Top-level modules a file imports when it is imported, leaving out optional ones (inside `try: ... except
     ImportError`) and those imported inside functions (the conversion path, needed only on a cache miss)."""
@@ -408,7 +402,7 @@ def test_packaged_space_starts_on_its_own(tmp_path, model_dir, forbid_network):
     """The Space folder alone (not the repo) serves the app: it has every file the app imports."""
     space = push(model_dir, REPO, space_id=SPACE, dry_run=tmp_path / "dry")["space"]
     # -s: no user site; cwd is the Space folder, so `import modeling` can only find the packaged copy.
-    port, log = _free_port(), tmp_path / "space.log"
+    port, log = free_port(), tmp_path / "space.log"
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "-s", "app.py", "--port", str(port)], cwd=space,
                                 env=_space_env(model_dir), stdout=out, stderr=subprocess.STDOUT)
