@@ -41,7 +41,8 @@ TEMPLATE = Path(__file__).parent / "templates" / "model_card.md"
 PROJECT_LICENSE = "apache-2.0"  # pyproject.toml: the code's license, which applies when no base weights were used
 TAGS = ["timm", "image-classification", "ai-image-detection", "deepfake-detection"]
 TASK = {"task_type": "image-classification", "task_name": "AI-generated image detection"}
-# The subset of results.json's metrics (modeling.formats.METRIC_NAMES, the model-index names) that are metric ids on the Hub (the `metrics:` field should hold those).
+# The subset of results.json's metrics (modeling.formats.METRIC_NAMES, the model-index names) that are metric ids
+# on the Hub (the `metrics:` field should hold those).
 HUB_METRIC_IDS = ("accuracy", "precision", "recall", "f1", "roc_auc")
 PLOTS = {"roc.png": "ROC", "scores.png": "score histograms", "reliability.png": "reliability diagram"}
 # Settings of training_config.json (modeling.formats.TrainingRecord.settings) shown in the recipe, in this order; the

@@ -77,8 +77,8 @@ class PushArguments:
     token: str | None = field(default=None, metadata={
         "help": "A Hub write token. Default: the one from `hf auth login` or HF_TOKEN (safer than typing it here)."})
     results: list[str] = field(default_factory=list, metadata={
-        "help": "results.json files of `python -m train.evaluation` to publish. Default: <model_dir>/results.json and "
-                "<model_dir>/*/results.json."})
+        "help": "results.json files of `python -m train.evaluation` to publish. Default: every one the model folder "
+                "holds (<model_dir>/results.json, <model_dir>/*/results.json, <model_dir>/eval/*/results.json)."})
     force: bool = field(default=False, metadata={"help": "Update a repo that holds other content."})
     commit_message: str = field(default="Upload AI-generated image detector")
 

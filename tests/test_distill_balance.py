@@ -1,5 +1,4 @@
 """Training features: source balancing, knowledge distillation, native-pixel multi-crop scoring."""
-import json
 from collections import Counter
 
 import numpy as np
@@ -9,7 +8,7 @@ from conftest import FAST, TINY_ARCH, make_image_folder
 from PIL import Image
 
 from modeling import build_detector, save_detector
-from modeling.formats import TrainingRecord, write_training_record
+from modeling.formats import TrainingRecord, read_training_record, write_training_record
 from train import run
 from train.data import EpochSampler, source_balance_weights
 from train.distill import Teacher, distillation_loss
@@ -74,9 +73,9 @@ def test_run_with_teacher_and_source_balance(tmp_path, tiny_detector_dir):
     assert trainer.state.global_step == 2
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     assert len(losses) == 2 and all(np.isfinite(losses))
-    record = json.loads((out / "training_config.json").read_text())
-    assert record["training_args"]["teacher_model"] == str(tiny_detector_dir)
-    assert record["data"]["source_balance"] == 0.5
+    record = read_training_record(out)
+    assert record.training_args["teacher_model"] == str(tiny_detector_dir)
+    assert record.data["source_balance"] == 0.5
 
 
 def test_native_crops_cover_the_image_without_resizing():

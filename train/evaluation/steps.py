@@ -57,8 +57,8 @@ def calibrate(model, calibration_dir: str, save_to: Path, model_dir: Path | None
     in_place = model_dir is not None and save_to.resolve() == model_dir.resolve()
     if model_dir is not None and not in_place:
         save_to.mkdir(parents=True, exist_ok=True)
-        for file in model_dir.iterdir():  # the record and notes, not checkpoints: the weights are saved below
-            if file.is_file():
+        for file in model_dir.iterdir():  # the record and notes; not checkpoints, nor a card of the uncalibrated model
+            if file.is_file() and file.name != "README.md":
                 shutil.copy2(file, save_to / file.name)
     device = next(model.parameters()).device
     save_detector(model.cpu(), save_to)
