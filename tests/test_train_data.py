@@ -1,4 +1,4 @@
-"""train/data.py and train/transforms.py: folders and Hub-style sources, bad files, replay, augmentation profiles,
+"""train/data/ and train/transforms.py: folders and Hub-style sources, bad files, replay, augmentation profiles,
 and run.py's config-file parsing."""
 import json
 from collections import Counter
