@@ -3,13 +3,14 @@ config.json (architecture, labels, base weights and their license, calibration),
 and the evaluation harness's results.json (every number in the results). Nothing numeric is typed here; a missing
 input makes its section say so instead of being filled in.
 
-    from hub.card import write_model_card
-    card = write_model_card("runs/atto", repo_id="me/ai-image-detector")  # a huggingface_hub.ModelCard
+    from hub.card import build_model_card
+    card = build_model_card("runs/atto", repo_id="me/ai-image-detector")  # a huggingface_hub.ModelCard
     print(card)  # README.md text; the push uploads it from memory and never writes into the model folder
 
 Where the results come from: each `results.json` is one evaluation set (the harness's --output_dir). By default the
-card takes `<model_dir>/results.json` and `<model_dir>/*/results.json` (e.g. `--output_dir runs/atto/eval_ood`);
-pass paths to choose. In the model repo each set's results and plots go under `eval/<set name>/` (EvalSet.repo_dir).
+card takes every one the folder holds (modeling.formats.list_results: `<model_dir>/results.json`,
+`<model_dir>/*/results.json` such as `--output_dir runs/atto/eval_ood`, and `eval/*/results.json`); pass paths to
+choose. In the model repo each set's results and plots go under `eval/<set name>/` (EvalSet.repo_dir).
 """
 from __future__ import annotations
 
@@ -20,28 +21,32 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from modeling.families import family_of
 from modeling.formats import (
     METRIC_NAMES,
     RESULTS_FILE,
     EvaluationResults,
+    TrainingRecord,
     calibration_from,
     class_counts,
     false_positive_rate,
+    format_cell,
+    list_results,
+    markdown_table,
     read_results,
+    read_training_record,
 )
-from train.families import family_of
 
 TEMPLATE = Path(__file__).parent / "templates" / "model_card.md"
 PROJECT_LICENSE = "apache-2.0"  # pyproject.toml: the code's license, which applies when no base weights were used
 TAGS = ["timm", "image-classification", "ai-image-detection", "deepfake-detection"]
 TASK = {"task_type": "image-classification", "task_name": "AI-generated image detection"}
-# model-index metrics (results.json's, modeling/formats.py), with the names the Hub shows.
-METRICS = METRIC_NAMES
-# The subset that are metric ids on the Hub (the `metrics:` field should hold those).
+# The subset of results.json's metrics (modeling.formats.METRIC_NAMES, the model-index names) that are metric ids
+# on the Hub (the `metrics:` field should hold those).
 HUB_METRIC_IDS = ("accuracy", "precision", "recall", "f1", "roc_auc")
 PLOTS = {"roc.png": "ROC", "scores.png": "score histograms", "reliability.png": "reliability diagram"}
-# Settings of training_config.json (train/run.py's record) shown in the recipe, in this order; the rest is in the
-# linked file. Keys of its argument groups (ARG_GROUPS) are read as top-level keys.
+# Settings of training_config.json (modeling.formats.TrainingRecord.settings) shown in the recipe, in this order; the
+# rest is in the linked file.
 RECIPE = {
     "phase": "Phase", "model_name_or_path": "Architecture / initial model", "init_from": "Initialised from",
     "pretrained": "Pretrained backbone", "image_size": "Image size (px)", "optim": "Optimizer",
@@ -56,8 +61,7 @@ RECIPE = {
     "mixed_precision": "Mixed precision", "train_profile": "Default augmentation profile",
     "rehearsal_ratio": "Rehearsal ratio (replayed : new)", "seed": "Seed",
 }
-ARG_GROUPS = ("model_args", "data_args", "training_args")
-# Data sources: train/run.py's record["data"] (with counts) by role, else the raw source lists of the arguments.
+# Data sources: the record's data (with counts) by role, else the raw source lists of the arguments.
 DATA_ROLES = {"train": "training", "rehearsal": "rehearsal (replayed)", "validation": "validation", "test": "test"}
 SOURCE_LISTS = {"train_sources": "training", "rehearsal_sources": "rehearsal (replayed)",
                 "validation_sources": "validation", "test_sources": "test"}
@@ -90,15 +94,11 @@ def _read_json(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def find_results(model_dir: str | Path) -> list[Path]:
-    model_dir = Path(model_dir)
-    return [p for p in [model_dir / RESULTS_FILE, *sorted(model_dir.glob(f"*/{RESULTS_FILE}"))] if p.is_file()]
-
-
 def load_eval_sets(model_dir: str | Path, results_path=None) -> list[EvalSet]:
-    """results_path: None (discover, see find_results), one path or a list of paths to results.json files."""
+    """results_path: None (every set the folder holds, modeling.formats.list_results), one path or a list of paths
+    to results.json files."""
     if results_path is None:
-        paths = find_results(model_dir)
+        paths = list_results(model_dir)
     else:
         paths = [Path(p) for p in ([results_path] if isinstance(results_path, (str, Path)) else results_path)]
     sets: list[EvalSet] = []
@@ -145,7 +145,7 @@ def eval_results(eval_sets: list[EvalSet]) -> list[EvalResult]:
     """One EvalResult per evaluation set and defined metric (undefined ones, None in results.json, are left out)."""
     out = []
     for s in eval_sets:
-        for key, pretty in METRICS.items():
+        for key, pretty in METRIC_NAMES.items():
             value = s.results["overall"].get(key)
             if value is not None:
                 # dataset_config keeps the sets apart: the Hub groups results by (type, config, split).
@@ -154,11 +154,11 @@ def eval_results(eval_sets: list[EvalSet]) -> list[EvalResult]:
     return out
 
 
-def card_data(config: dict, eval_sets: list[EvalSet], training_config: dict | None, repo_id: str) -> ModelCardData:
+def card_data(config: dict, eval_sets: list[EvalSet], record: TrainingRecord | None, repo_id: str) -> ModelCardData:
     results = eval_results(eval_sets)
     return ModelCardData(
         library_name="transformers", pipeline_tag="image-classification", license=license_of(config)[0],
-        base_model=hub_base_model(config), tags=list(TAGS), datasets=_hub_datasets(training_config) or None,
+        base_model=hub_base_model(config), tags=list(TAGS), datasets=_hub_datasets(record) or None,
         metrics=[m for m in HUB_METRIC_IDS if any(r.metric_type == m for r in results)] or None,
         model_name=repo_id.split("/")[-1], eval_results=results or None,
     )
@@ -166,22 +166,8 @@ def card_data(config: dict, eval_sets: list[EvalSet], training_config: dict | No
 
 # --- Markdown pieces -------------------------------------------------------------------------------------------------
 
-def _fmt(value, digits: int = 3) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return str(value)
-    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
-
-
 def _delta(value: float) -> str:
     return f"{round(value, 3) + 0.0:+.3f}"  # + 0.0 turns -0.0 into 0.0: no "-0.000"
-
-
-def _table(header: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def overall_table(eval_sets: list[EvalSet]) -> str:
@@ -193,7 +179,7 @@ def overall_table(eval_sets: list[EvalSet]) -> str:
         rows.append([f"`{s.name}`", *class_counts(m), m["accuracy"], m["balanced_accuracy"], m["precision"],
                      m["recall"], m["f1"], false_positive_rate(m), m["roc_auc"], m["average_precision"],
                      m["tpr_at_1pct_fpr"], m["tpr_at_5pct_fpr"], m["ece"]])
-    return _table(header, rows)
+    return markdown_table(header, rows)
 
 
 def source_table(results: dict) -> str:
@@ -201,7 +187,7 @@ def source_table(results: dict) -> str:
             for name, m in results.get("by_source", {}).items()]
     if not rows:
         return "Not reported."
-    return _table(["source", "real", "fake", "accuracy", "FPR (reals called fake)", "recall (fakes caught)",
+    return markdown_table(["source", "real", "fake", "accuracy", "FPR (reals called fake)", "recall (fakes caught)",
                    "ROC AUC"], rows)
 
 
@@ -220,7 +206,7 @@ def generator_table(results: dict, group: str = "generator") -> str:
         rows.append(row + ([seen.get(name, "—").replace("generator seen", "seen")] if seen is not None else []))
     if not rows:
         return f"Not reported (no fakes with a {group} name in this set)."
-    return _table([group, "fakes", "detection rate", "ROC AUC vs reals", "TPR@5%FPR vs reals"]
+    return markdown_table([group, "fakes", "detection rate", "ROC AUC vs reals", "TPR@5%FPR vs reals"]
                   + (["in training"] if seen is not None else []), rows)
 
 
@@ -237,7 +223,8 @@ def robustness_table(results: dict) -> str:
              false_positive_rate(clean), clean["tpr_at_5pct_fpr"]]]
     rows += [[f"`{name}`", m["roc_auc"], delta(m), m["balanced_accuracy"], m["recall"], false_positive_rate(m),
               m["tpr_at_5pct_fpr"]] for name, m in sweep.items()]
-    return _table(["perturbation", "ROC AUC", "Δ AUC", "balanced acc.", "recall", "FPR on reals", "TPR@5%FPR"], rows)
+    return markdown_table(["perturbation", "ROC AUC", "Δ AUC", "balanced acc.", "recall", "FPR on reals",
+                           "TPR@5%FPR"], rows)
 
 
 def stale_notes(results: dict, calibration: dict) -> str:
@@ -246,8 +233,8 @@ def stale_notes(results: dict, calibration: dict) -> str:
     notes = []
     for key, what in (("threshold", "accuracy, precision, recall, F1 and FPR"), ("temperature", "ECE")):
         if key in measured and abs(float(measured[key]) - float(calibration[key])) > 1e-9:
-            notes.append(f"Measured with {key} {_fmt(float(measured[key]), 4)}, but this model now stores "
-                         f"{_fmt(float(calibration[key]), 4)}: the {what} here do not describe its current "
+            notes.append(f"Measured with {key} {format_cell(float(measured[key]), 4)}, but this model now stores "
+                         f"{format_cell(float(calibration[key]), 4)}: the {what} here do not describe its current "
                          "decisions. Re-run the evaluation.")
     return "\n".join(f"> **Note.** {n}" for n in notes)
 
@@ -260,7 +247,7 @@ def set_description(s: EvalSet) -> str:
         parts.append("sources: " + ", ".join(f"`{k}` {v}" for k, v in data["sources"].items()))
     measured = s.results.get("model", {})
     if "threshold" in measured:
-        parts.append(f"decision threshold {_fmt(float(measured['threshold']), 4)}")
+        parts.append(f"decision threshold {format_cell(float(measured['threshold']), 4)}")
     return "; ".join(parts) + f". Raw numbers: [`{s.repo_dir}/results.json`]({s.repo_dir}/results.json)."
 
 
@@ -278,15 +265,15 @@ def headline(eval_sets: list[EvalSet]) -> str:
         m = s.results["overall"]
         n_real, n_fake = class_counts(m)
         threshold = s.results.get("model", {}).get("threshold")
-        lines.append(f"- `{s.name}` ({n_real} real, {n_fake} fake images): ROC AUC {_fmt(m['roc_auc'])}; catches "
-                     f"{_fmt(m['tpr_at_5pct_fpr'])} of the fakes when 5% of the reals are flagged; at its threshold "
-                     f"{_fmt(threshold, 4)}: balanced accuracy {_fmt(m['balanced_accuracy'])}, "
-                     f"{_fmt(false_positive_rate(m))} of the real images called fake.")
+        lines.append(f"- `{s.name}` ({n_real} real, {n_fake} fake images): ROC AUC {format_cell(m['roc_auc'])}; catches "
+                     f"{format_cell(m['tpr_at_5pct_fpr'])} of the fakes when 5% of the reals are flagged; at its threshold "
+                     f"{format_cell(threshold, 4)}: balanced accuracy {format_cell(m['balanced_accuracy'])}, "
+                     f"{format_cell(false_positive_rate(m))} of the real images called fake.")
         unseen = s.results.get("never_seen_vs_real")
         if unseen:
             lines.append(f"  - **Generators never seen in training** ({', '.join(unseen['generators'])}; "
                          f"{class_counts(unseen)[1]} fakes, against all {n_real} reals): ROC AUC "
-                         f"{_fmt(unseen['roc_auc'])}, catches {_fmt(unseen['recall'])} of them at the threshold.")
+                         f"{format_cell(unseen['roc_auc'])}, catches {format_cell(unseen['recall'])} of them at the threshold.")
     return "Measured by the evaluation harness (details under Results):\n\n" + "\n".join(lines)
 
 
@@ -296,14 +283,15 @@ def calibration_text(calibration: dict, eval_sets: list[EvalSet]) -> tuple[str, 
     if "fitted_on" not in calibration and fitted is None:
         summary = ("The model is not calibrated: its probabilities are the raw softmax and the threshold is the "
                    "default.")
-        return summary, summary + " (`python -m train.evaluation --fit_temperature --calibration_dir <val>` fits both.)"
+        return summary, summary + (" (`python -m train.evaluation --calibrate --calibration_dir <val>` fits "
+                                   "both.)")
     target = calibration.get("target_fpr")
-    summary = (f"Probabilities are temperature-scaled (T = {_fmt(float(calibration['temperature']))}) and the "
+    summary = (f"Probabilities are temperature-scaled (T = {format_cell(float(calibration['temperature']))}) and the "
                f"threshold was chosen on held-out data"
                + (f" to flag at most {target:.0%} of its real images." if target is not None else "."))
     lines = [
-        f"- Temperature: {_fmt(float(calibration['temperature']), 4)} (folded into the classifier weights).",
-        f"- Decision threshold: {_fmt(float(calibration['threshold']), 4)} (fake when p(fake) ≥ threshold)"
+        f"- Temperature: {format_cell(float(calibration['temperature']), 4)} (folded into the classifier weights).",
+        f"- Decision threshold: {format_cell(float(calibration['threshold']), 4)} (fake when p(fake) ≥ threshold)"
         + (f", chosen for a false-positive rate of at most {target:.0%}" if target is not None else "") + ".",
     ]
     if calibration.get("fitted_on"):
@@ -311,11 +299,11 @@ def calibration_text(calibration: dict, eval_sets: list[EvalSet]) -> tuple[str, 
     if fitted:
         c = fitted.get("calibration_set", {})
         if c:
-            lines.append(f"- On that set ({c.get('n_real')} real, {c.get('n_fake')} fake): FPR {_fmt(c.get('fpr'))}, "
-                         f"TPR {_fmt(c.get('tpr'))}; NLL {_fmt(c.get('nll_before'))} → {_fmt(c.get('nll_after'))}, "
-                         f"ECE {_fmt(c.get('ece_before'))} → {_fmt(c.get('ece_after'))}.")
-        lines.append(f"- ECE on the evaluation set it was reported with: {_fmt(fitted.get('ece_before'))} before, "
-                     f"{_fmt(fitted.get('ece_after'))} after.")
+            lines.append(f"- On that set ({c.get('n_real')} real, {c.get('n_fake')} fake): FPR {format_cell(c.get('fpr'))}, "
+                         f"TPR {format_cell(c.get('tpr'))}; NLL {format_cell(c.get('nll_before'))} → {format_cell(c.get('nll_after'))}, "
+                         f"ECE {format_cell(c.get('ece_before'))} → {format_cell(c.get('ece_after'))}.")
+        lines.append(f"- ECE on the evaluation set it was reported with: {format_cell(fitted.get('ece_before'))} before, "
+                     f"{format_cell(fitted.get('ece_after'))} after.")
     else:
         lines.append("- The fit's own measurements were not published with this model.")
     return summary, "\n".join(lines)
@@ -329,7 +317,7 @@ def data_limitations(eval_sets: list[EvalSet]) -> list[str]:
                 if class_counts(m)[1] and m["recall"] is not None}
         if len(gens) > 1:
             g = min(gens, key=gens.get)
-            lines.append(f"Weakest generator in `{s.name}`: `{g}`, detection rate {_fmt(gens[g])}.")
+            lines.append(f"Weakest generator in `{s.name}`: `{g}`, detection rate {format_cell(gens[g])}.")
         clean_auc = s.results["overall"]["roc_auc"]
         drops = {p: m["roc_auc"] - clean_auc for p, m in (s.results.get("robustness") or {}).items()
                  if m["roc_auc"] is not None and clean_auc is not None}
@@ -349,32 +337,20 @@ def validation_table(eval_results_json: dict | None) -> str:
     for key, value in eval_results_json.items():
         group, _, metric = key.removeprefix("eval_").rpartition("/")
         groups.setdefault(group or "all", {})[metric] = value
-    columns = [c for c in ("n", *METRICS, "loss") if any(c in g for g in groups.values())]
+    columns = [c for c in ("n", *METRIC_NAMES, "loss") if any(c in g for g in groups.values())]
     rows = [[f"`{name}`" if name != "all" else "all", *(g.get(c) for c in columns)] for name, g in groups.items()]
     rows.sort(key=lambda row: row[0] != "all")
     return ("The Trainer's last evaluation on the validation sources (`eval_results.json`). These are the data used to "
             "choose the checkpoint, from the same sources as the training data, so they are in-distribution and "
             "optimistic; threshold-dependent numbers use the threshold the model had during training, before any "
-            "calibration.\n\n" + _table(["validation", *(METRICS.get(c, c) for c in columns)], rows))
+            "calibration.\n\n" + markdown_table(["validation", *(METRIC_NAMES.get(c, c) for c in columns)], rows))
 
 
-def _flat_training_config(training_config: dict) -> dict:
-    flat = {}
-    for key, value in training_config.items():
-        if key in ARG_GROUPS and isinstance(value, dict):
-            for k, v in value.items():
-                flat.setdefault(k, v)
-        else:
-            flat[key] = value
-    return flat
-
-
-def _source_groups(training_config: dict) -> list[tuple[str, list[dict]]]:
-    data = training_config.get("data")
-    if isinstance(data, dict):
-        groups = [(role, data.get(key)) for key, role in DATA_ROLES.items()]
+def _source_groups(record: TrainingRecord) -> list[tuple[str, list[dict]]]:
+    if record.data:
+        groups = [(role, record.data.get(key)) for key, role in DATA_ROLES.items()]
     else:
-        flat = _flat_training_config(training_config)
+        flat = record.settings()
         groups = [(role, flat.get(key)) for key, role in SOURCE_LISTS.items()]
     return [(role, [s if isinstance(s, dict) else {"path": s} for s in sources])
             for role, sources in groups if sources]
@@ -388,8 +364,8 @@ def _cell(value):
     return value if isinstance(value, (str, int, float, bool, type(None))) else json.dumps(value)
 
 
-def sources_table(training_config: dict) -> str:
-    groups = _source_groups(training_config)
+def sources_table(record: TrainingRecord) -> str:
+    groups = _source_groups(record)
     rows = [{"role": role, **source} for role, sources in groups for source in sources]
     for row in rows:
         if row["role"] in ("validation", "test"):
@@ -397,15 +373,15 @@ def sources_table(training_config: dict) -> str:
     if not rows:
         return "The data sources are not recorded in training_config.json."
     columns = ["role"] + [c for c in SOURCE_COLUMNS if any(row.get(c) is not None for row in rows)]
-    table = _table(columns, [[_cell(row.get(c)) for c in columns] for row in rows])
+    table = markdown_table(columns, [[_cell(row.get(c)) for c in columns] for row in rows])
     counted = [row["n"] for row in rows if row["role"] == "training" and isinstance(row.get("n"), int)]
     return table + (f"\n\nTraining images (before any replay): {sum(counted)}." if counted else "")
 
 
-def _hub_datasets(training_config: dict | None) -> list[str]:
+def _hub_datasets(record: TrainingRecord | None) -> list[str]:
     """Hub dataset ids among the training sources (local folders have none)."""
     ids = []
-    for role, sources in _source_groups(training_config or {}):
+    for role, sources in _source_groups(record or TrainingRecord()):
         for source in sources:
             name = source.get("hub")
             if role != "test" and isinstance(name, str) and _HUB_ID.match(name) and name not in ids:
@@ -413,31 +389,32 @@ def _hub_datasets(training_config: dict | None) -> list[str]:
     return ids
 
 
-def recipe_text(training_config: dict | None) -> str:
-    if not training_config:
+def recipe_text(record: TrainingRecord | None) -> str:
+    if record is None:
         return ("Not recorded: no `training_config.json` was published with this model, so how it was trained is "
                 "unknown.")
-    flat = _flat_training_config(training_config)
+    flat = record.settings()
     rows, shown = [], set()
     for key, label in RECIPE.items():
         if flat.get(key) is not None and label not in shown and not (key == "max_steps" and flat[key] <= 0):
             rows.append([label, str(_cell(flat[key]))])  # as recorded: 0.0002 must not print as 0.000
             shown.add(label)
-    parts = [_table(["setting", "value"], rows) if rows else "No recognised settings in `training_config.json`."]
-    profiles = flat.get("augmentation_profiles")
-    if isinstance(profiles, dict) and profiles:
+    parts = [markdown_table(["setting", "value"], rows) if rows
+             else "No recognised settings in `training_config.json`."]
+    profiles = record.augmentation_profiles
+    if profiles:
         parts.append("Augmentation profiles:\n\n" + "\n".join(
             f"- `{name}`: " + (", ".join(f"{k} {_cell(v)}" for k, v in p.items()) if isinstance(p, dict) else str(p))
             for name, p in profiles.items()))
-    parts.append("Data sources:\n\n" + sources_table(training_config))
+    parts.append("Data sources:\n\n" + sources_table(record))
     parts.append("Every argument of the run: [`training_config.json`](training_config.json).")
     return "\n\n".join(parts)
 
 
-def write_model_card(model_dir: str | Path, results_path=None, repo_id: str | None = None) -> ModelCard:
+def build_model_card(model_dir: str | Path, results_path=None, repo_id: str | None = None) -> ModelCard:
     """The model card of a detector folder, as a huggingface_hub.ModelCard. Reads model_dir, writes nothing.
 
-    results_path: None (discover results.json files, see find_results), a path or a list of paths.
+    results_path: None (every results.json the folder holds, see load_eval_sets), a path or a list of paths.
     repo_id: the Hub repo the card's snippets load; defaults to the folder's name.
     """
     model_dir = Path(model_dir)
@@ -451,7 +428,7 @@ def write_model_card(model_dir: str | Path, results_path=None, repo_id: str | No
         if evaluated and evaluated != config.get("architecture"):
             raise ValueError(f"{s.path} evaluates a {evaluated}, but {model_dir} holds a {config.get('architecture')}:"
                              " these results belong to another model.")
-    training_config = _read_json(model_dir / "training_config.json")
+    record = read_training_record(model_dir)
     # What only the trainer knows (purpose, caveats, experiments that led here): model_notes.md, kept as written
     notes_file = model_dir / NOTES_FILE
     notes = notes_file.read_text().strip() if notes_file.is_file() else ""
@@ -460,12 +437,12 @@ def write_model_card(model_dir: str | Path, results_path=None, repo_id: str | No
     summary, calibration_section = calibration_text(calibration, eval_sets)
     labels = config.get("label_names") or list((config.get("id2label") or {}).values())
     return ModelCard.from_template(
-        card_data(config, eval_sets, training_config, repo_id), template_path=str(TEMPLATE),
+        card_data(config, eval_sets, record, repo_id), template_path=str(TEMPLATE),
         title=repo_id.split("/")[-1], repo_id=repo_id, architecture=config.get("architecture"),
         image_size=(config.get("pretrained_cfg") or {}).get("input_size", [None])[-1],
         headline=headline(eval_sets),
         license=license_id, license_reason=license_reason, noncommercial="-nc" in license_id,
-        labels=", ".join(f"`{name}`" for name in labels), threshold=_fmt(float(calibration["threshold"]), 4),
+        labels=", ".join(f"`{name}`" for name in labels), threshold=format_cell(float(calibration["threshold"]), 4),
         calibration_summary=summary, calibration=calibration_section,
         results_intro=(overall_table(eval_sets) + "\n\nPositive class: fake. FPR on reals: the share of real images "
                        "called fake at the threshold. TPR@x%FPR: the share of fakes caught when at most x% of reals "
@@ -476,5 +453,5 @@ def write_model_card(model_dir: str | Path, results_path=None, repo_id: str | No
                         by_family=generator_table(s.results, "family"),
                         robustness=robustness_table(s.results), plots=plot_links(s)) for s in eval_sets],
         validation=validation_table(_read_json(model_dir / "eval_results.json")),
-        recipe=recipe_text(training_config), data_limitations=data_limitations(eval_sets), notes=notes,
+        recipe=recipe_text(record), data_limitations=data_limitations(eval_sets), notes=notes,
     )

@@ -27,7 +27,7 @@ from pathlib import Path
 from huggingface_hub import CommitOperationAdd, HfApi, SpaceCard, SpaceCardData, constants, get_token, hf_hub_download
 from transformers import HfArgumentParser
 
-from hub.card import PROJECT_LICENSE, license_of, load_eval_sets, write_model_card
+from hub.card import PROJECT_LICENSE, license_of, load_eval_sets, build_model_card
 
 logger = logging.getLogger(__name__)
 
@@ -77,8 +77,8 @@ class PushArguments:
     token: str | None = field(default=None, metadata={
         "help": "A Hub write token. Default: the one from `hf auth login` or HF_TOKEN (safer than typing it here)."})
     results: list[str] = field(default_factory=list, metadata={
-        "help": "results.json files of `python -m train.evaluation` to publish. Default: <model_dir>/results.json and "
-                "<model_dir>/*/results.json."})
+        "help": "results.json files of `python -m train.evaluation` to publish. Default: every one the model folder "
+                "holds (<model_dir>/results.json, <model_dir>/*/results.json, <model_dir>/eval/*/results.json)."})
     force: bool = field(default=False, metadata={"help": "Update a repo that holds other content."})
     commit_message: str = field(default="Upload AI-generated image detector")
 
@@ -112,7 +112,7 @@ def model_files(model_dir: str | Path, repo_id: str, results=None) -> RepoFiles:
     if skipped:
         logger.info("Not uploaded from %s: %s", model_dir, ", ".join(skipped))
     try:
-        card = write_model_card(model_dir, results or None, repo_id)
+        card = build_model_card(model_dir, results or None, repo_id)
     except (ValueError, FileNotFoundError) as e:
         raise PushError(f"Cannot write the model card: {e}") from e
     files["README.md"] = str(card).encode()

@@ -6,7 +6,7 @@ torch, and a command's --help answers at once.
 from importlib import import_module
 
 _EXPORTS = {
-    "DEFAULT_LABELS": "detector",
+    "LABELS": "formats",
     "apply_temperature": "detector",
     "build_detector": "detector",
     "constrain_input_filter": "detector",

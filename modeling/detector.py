@@ -38,7 +38,6 @@ from .formats import DEFAULT_CALIBRATION, LABELS, calibration_from
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_LABELS = LABELS
 # The seed recipe fine-tunes the FCMAE-pretrained, ImageNet-1k fine-tuned ConvNeXtV2 weights.
 PREFERRED_PRETRAINED_TAG = "fcmae_ft_in1k"
 # Evaluation preprocessing of the seed at 256 px: short side to 288, centre crop 256. Scaled with image_size.
@@ -153,7 +152,7 @@ def build_detector(
     architecture: str = "convnextv2_base",
     pretrained: bool | str | Path = True,
     image_size: int = 256,
-    labels: tuple[str, ...] | list[str] = DEFAULT_LABELS,
+    labels: tuple[str, ...] | list[str] = LABELS,
     input_filter: str | None = None,
     eval_resize_ratio: float = EVAL_RESIZE_RATIO,
     **model_kwargs,

@@ -1,12 +1,17 @@
 """The formats and constants that training, evaluation, the model card and the app share, each defined here once:
-the label names, the calibration defaults, and the schema of an evaluation's results.json.
+the label names, the calibration defaults, the schema of an evaluation's results.json and where a model folder keeps
+it, the record of a training run (training_config.json), and the Markdown tables people read.
 
-Standard library only, so anything (the app, hub/card.py, a notebook) can read results.json or a config's
-calibration without importing torch. A schema change happens here; train/evaluation/ writes it, hub/card.py reads it.
+Standard library only, so anything (the app, hub/card.py, a notebook) can read results.json, training_config.json or
+a config's calibration without importing torch. A schema change happens here: train/evaluation/ writes results.json
+and train/run.py training_config.json through the writers below; everything else reads through the readers.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypedDict
 
@@ -135,7 +140,7 @@ class _Results(TypedDict):
     overall: DetectionMetrics
     by_source: dict[str, DetectionMetrics]
     by_generator: dict[str, DetectionMetrics]
-    by_family: dict[str, DetectionMetrics]  # generators grouped by lineage (train/families.py)
+    by_family: dict[str, DetectionMetrics]  # generators grouped by lineage (modeling/families.py)
     runtime: Runtime
 
 
@@ -148,11 +153,14 @@ class EvaluationResults(_Results, total=False):
     by_family_vs_real: dict[str, DetectionMetrics]  # each family's fakes against all reals (needs reals)
     seen_in_training: dict[str, str]  # generator -> generator seen / family seen / never seen (model's record)
     never_seen_vs_real: NeverSeenMetrics  # the never-seen generators' fakes against all reals
-    calibration: CalibrationFit  # with --fit_temperature
+    calibration: CalibrationFit  # with --calibrate
     robustness: dict[str, DetectionMetrics]  # with --robustness, perturbation name -> metrics
 
 
 RESULTS_FILE = "results.json"
+# Where a model folder keeps its evaluations, in this order: its own results.json, one folder per set beside the
+# weights (`--output_dir <model>/eval_ood`), and eval/<set>/ as a pushed model holds them (hub/card.py's repo_dir).
+RESULTS_PATTERNS = (RESULTS_FILE, f"*/{RESULTS_FILE}", f"eval/*/{RESULTS_FILE}")
 
 
 def write_results(path: str | Path, results: EvaluationResults) -> Path:
@@ -163,3 +171,114 @@ def write_results(path: str | Path, results: EvaluationResults) -> Path:
 
 def read_results(path: str | Path) -> EvaluationResults:
     return json.loads(Path(path).read_text())
+
+
+def list_results(model_dir: str | Path) -> list[Path]:
+    """Every results.json a model folder holds (RESULTS_PATTERNS' order, sorted within each)."""
+    model_dir, found = Path(model_dir), []
+    for pattern in RESULTS_PATTERNS:
+        found += [p for p in sorted(model_dir.glob(pattern)) if p.is_file() and p not in found]
+    return found
+
+
+def find_results(model_dir: str | Path) -> Path | None:
+    """The evaluation to quote first: a set whose folder is named ood (generators the model never saw) if the folder
+    holds one, else the first of list_results; None without any."""
+    paths = list_results(model_dir)
+    return next((p for p in paths if "ood" in p.parent.name), paths[0] if paths else None)
+
+
+# ---- training_config.json of train/run.py -------------------------------------------------------------------------
+
+TRAINING_RECORD_FILE = "training_config.json"
+# Argument groups of the record; their keys are read as settings of the run (TrainingRecord.settings).
+ARGUMENT_GROUPS = ("model_args", "data_args", "training_args")
+
+
+@dataclass
+class TrainingRecord:
+    """training_config.json: what train/run.py records of a run, before training starts (so an interrupted run
+    still says what it was). Every field is optional: a record read from an older or hand-written file may lack
+    any of them, and its readers (the card's recipe, the patch map's window, seen-in-training) then say "unknown"."""
+    phase: str | None = None  # "initial" or "continual"
+    model_args: dict = field(default_factory=dict)  # train/run.py's ModelArguments, as given
+    data_args: dict = field(default_factory=dict)  # DataArguments
+    training_args: dict = field(default_factory=dict)  # DetectorTrainingArguments.to_dict()
+    epochs: float | None = None
+    max_steps: int | None = None
+    per_device_train_batch_size: int | None = None
+    total_train_batch_size: int | None = None
+    image_size: int | None = None
+    # train/data/build.py's summary: "train", "rehearsal", "validation", "test" (one dict per source: path or hub,
+    # profile, n, n_real, n_fake, sources, generators), "profiles", "source_balance"
+    data: dict = field(default_factory=dict)
+    augmentation_profiles: dict = field(default_factory=dict)  # profile key -> its settings (train/transforms.py)
+
+    @classmethod
+    def from_dict(cls, record: dict) -> "TrainingRecord":
+        """Keys this version does not know are left out: a newer record still reads."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in record.items() if k in known and v is not None})
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def settings(self) -> dict:
+        """Every setting of the run in one flat dict: the argument groups' keys (the first group that has a key
+        wins), then the record's own top-level values (phase, epochs, image_size, ...) over them. data and
+        augmentation_profiles are not settings: read them from their fields."""
+        flat: dict = {}
+        for group in ARGUMENT_GROUPS:
+            for key, value in getattr(self, group).items():
+                flat.setdefault(key, value)
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is not None and not isinstance(value, dict):
+                flat[f.name] = value
+        return flat
+
+    def training_generators(self) -> list[str] | None:
+        """The fake generators the model was trained on (training and replayed sources); None when any of those
+        sources has no generator list (unknown, not "none")."""
+        parts = [*self.data.get("train", []), *self.data.get("rehearsal", [])]
+        if not parts or any("generators" not in part for part in parts):
+            return None
+        return sorted({g for part in parts for g in part["generators"]})
+
+    def crop_sizes(self) -> list[int]:
+        """The training crop size of each augmentation profile that has one."""
+        profiles = self.augmentation_profiles.values()
+        return [p["crop_size"] for p in profiles if isinstance(p, dict) and p.get("crop_size")]
+
+
+def write_training_record(model_dir: str | Path, record: TrainingRecord) -> Path:
+    path = Path(model_dir, TRAINING_RECORD_FILE)
+    path.write_text(json.dumps(record.to_dict(), indent=2, default=str))  # default=str: enums, paths
+    return path
+
+
+def read_training_record(model_dir: str | Path) -> TrainingRecord | None:
+    """The record of a model folder; None when it has none. A file that is not a JSON object raises ValueError."""
+    path = Path(model_dir, TRAINING_RECORD_FILE)
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    if not isinstance(record, dict):
+        raise ValueError(f"{path}: not a training record (a JSON object)")
+    return TrainingRecord.from_dict(record)
+
+
+# ---- Markdown tables (results.md and the model card) -------------------------------------------------------------
+
+def format_cell(value, digits: int = 3) -> str:
+    """A table cell: — for an undefined (None) metric, floats to `digits` decimals, anything else as text."""
+    if value is None:
+        return "—"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence]) -> str:
+    """A GitHub-flavoured Markdown table; cells through format_cell."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(format_cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)

@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image
 
 from .backends import BACKENDS, load_backend
+from .formats import RESULTS_PATTERNS, calibration_from, read_training_record
 
 logger = logging.getLogger(__name__)
 
@@ -83,12 +84,11 @@ def verdict(fake_probability: float, threshold: float, band: float = UNCERTAIN_B
 def training_crop_size(model_dir: Path | None, input_size: int) -> int:
     """The crop size the model was trained on (training_config.json's augmentation profiles), else half the input;
     at least MIN_WINDOW, at most the input."""
-    path = model_dir / "training_config.json" if model_dir else None
     try:
-        profiles = json.loads(path.read_text()).get("augmentation_profiles", {}) if path else {}
-        sizes = [p["crop_size"] for p in profiles.values() if isinstance(p, dict) and p.get("crop_size")]
-    except (OSError, ValueError, AttributeError):
-        sizes = []
+        record = read_training_record(model_dir) if model_dir else None
+    except (OSError, ValueError, TypeError):  # a damaged record costs the map its window size, not the model
+        record = None
+    sizes = record.crop_sizes() if record else []
     return min(max(min(sizes, default=input_size // 2), MIN_WINDOW), input_size)
 
 
@@ -100,20 +100,22 @@ def resolve_model_dir(name_or_path: str | Path) -> Path:
     from huggingface_hub import snapshot_download
 
     return Path(snapshot_download(str(name_or_path), allow_patterns=[
-        "*.json", "*.safetensors", "eval/*/results.json", "README.md"]))
+        "*.json", "*.safetensors", *RESULTS_PATTERNS, "README.md"]))
 
 
 class Detector:
     """A loaded detector for serving. Build once, share between threads.
 
-    backend: "auto" (see modeling/backends.py), "openvino", "compile" (torch.compile + bf16), "onnx" or "torch".
+    runtime: the network as modeling/backends.py loads it (load_backend), a callable from pixel values to logits;
+    `backend` is its name. from_pretrained and from_model take that name ("auto", "openvino", "compile", "onnx" or
+    "torch") and load the runtime.
     """
 
-    def __init__(self, backend, config: dict, model_dir: Path | None = None, name: str | None = None,
+    def __init__(self, runtime, config: dict, model_dir: Path | None = None, name: str | None = None,
                  uncertain_band: float = UNCERTAIN_BAND):
-        self.runtime, self.config, self.model_dir = backend, config, model_dir
+        self.runtime, self.config, self.model_dir = runtime, config, model_dir
         self.name = name or (model_dir.name if model_dir else config.get("architecture", "model"))
-        self.calibration = {"temperature": 1.0, "threshold": 0.5, **(config.get("calibration") or {})}
+        self.calibration = calibration_from(config.get("calibration"))
         self.threshold = float(self.calibration["threshold"])
         self.uncertain_band = uncertain_band
         self.labels = list(config.get("label_names") or

@@ -23,6 +23,29 @@ from PIL import Image  # noqa: E402
 
 TINY_ARCH = "convnextv2_atto"
 TINY_SIZE = 32
+# train/run.py flags for a test run: in this process, on the CPU, logging every step, no TensorBoard.
+FAST = ["--dataloader_num_workers", "0", "--report_to", "none", "--use_cpu", "--logging_steps", "1"]
+
+
+def free_port() -> int:
+    """A local TCP port nothing listens on (for a server a test starts)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def model_probabilities(model_dir, img: Image.Image) -> dict[str, float]:
+    """label -> probability of a saved detector on one image, through the project's own loader and eval transform
+    (what pipeline() must agree with)."""
+    from modeling import load_detector
+    from modeling.detector import eval_transform
+
+    model = load_detector(model_dir).eval()
+    with torch.no_grad():
+        probs = model(pixel_values=eval_transform(model)(img.convert("RGB"))[None]).logits.softmax(-1)[0]
+    return {model.config.id2label[i]: float(p) for i, p in enumerate(probs)}
 
 
 def make_image(path: Path, seed: int, size=(48, 40), fake: bool = False, fmt: str = "JPEG") -> Path:

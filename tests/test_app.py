@@ -2,7 +2,6 @@
 import csv
 import json
 import re
-import socket
 import subprocess
 import sys
 
@@ -16,7 +15,7 @@ from transformers import pipeline
 
 import app
 import modeling.backends as backends
-from conftest import ROOT, TINY_ARCH, encode_image, make_image, odd_image_cases
+from conftest import ROOT, TINY_ARCH, encode_image, free_port, make_image, odd_image_cases
 from modeling import build_detector, save_detector, set_calibration
 from modeling.backends import cpu_has_native_bf16, to_openvino
 from modeling.imageio import read_image
@@ -43,12 +42,6 @@ def detector_dir_64(tmp_path_factory):
 @pytest.fixture
 def photo(tmp_path):
     return make_image(tmp_path / "photo.jpg", seed=3, size=(80, 60))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --- inference ---------------------------------------------------------------------------------------------

@@ -1,19 +1,17 @@
-"""Issue 12's training features: source balancing, knowledge distillation, native-pixel multi-crop scoring."""
-import json
+"""Training features: source balancing, knowledge distillation, native-pixel multi-crop scoring."""
 from collections import Counter
 
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_ARCH, make_image_folder
+from conftest import FAST, TINY_ARCH, make_image_folder
 from PIL import Image
 
 from modeling import build_detector, save_detector
+from modeling.formats import TrainingRecord, read_training_record, write_training_record
 from train import run
 from train.data import EpochSampler, source_balance_weights
 from train.distill import Teacher, distillation_loss
-
-FAST = ["--dataloader_num_workers", "0", "--report_to", "none", "--use_cpu", "--logging_steps", "1"]
 
 
 def test_source_balance_flattens_sources_within_each_class():
@@ -75,9 +73,9 @@ def test_run_with_teacher_and_source_balance(tmp_path, tiny_detector_dir):
     assert trainer.state.global_step == 2
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     assert len(losses) == 2 and all(np.isfinite(losses))
-    record = json.loads((out / "training_config.json").read_text())
-    assert record["training_args"]["teacher_model"] == str(tiny_detector_dir)
-    assert record["data"]["source_balance"] == 0.5
+    record = read_training_record(out)
+    assert record.training_args["teacher_model"] == str(tiny_detector_dir)
+    assert record.data["source_balance"] == 0.5
 
 
 def test_native_crops_cover_the_image_without_resizing():
@@ -117,7 +115,7 @@ def test_evaluate_native_crops_average_the_crop_logits(tmp_path, tiny_detector_d
 
 
 def test_generator_families_and_what_training_saw():
-    from train.families import family_of, seen_in_training
+    from modeling.families import family_of, seen_in_training
 
     assert family_of("SD3") == family_of("Stable Diffusion 3 Medium") == "Stable Diffusion 3"
     assert family_of("SD1.5 DreamShaper 3.2") == family_of("SDXL-Turbo") == "Stable Diffusion 1/2/XL"
@@ -180,8 +178,8 @@ def test_evaluation_and_card_say_which_generators_training_never_saw(tmp_path, t
     (data / "metadata.csv").write_text("\n".join(rows) + "\n")
     model = tmp_path / "model"
     shutil.copytree(tiny_detector_dir, model)
-    (model / "training_config.json").write_text(json.dumps(
-        {"data": {"train": [{"source": "train", "generators": ["StyleGAN2 (FFHQ)"]}]}}))
+    write_training_record(model, TrainingRecord(data={"train": [{"source": "train",
+                                                                  "generators": ["StyleGAN2 (FFHQ)"]}]}))
 
     results = evaluate(["--model", str(model), "--data_dir", str(data), "--output_dir", str(tmp_path / "eval"),
                         "--num_workers", "0"])

@@ -33,12 +33,14 @@ def _metadata_folder(root):
     return root
 
 
-def test_cli_writes_results_plots_and_stores_calibration(tmp_path, tiny_detector_dir, image_folder):
-    model_dir = shutil.copytree(tiny_detector_dir, tmp_path / "model")  # calibration re-saves it in place
+def test_cli_writes_results_plots_and_saves_the_calibrated_model_to_a_new_folder(tmp_path, tiny_detector_dir,
+                                                                                   image_folder):
+    model_dir = shutil.copytree(tiny_detector_dir, tmp_path / "model")
+    (model_dir / "model_notes.md").write_text("notes travel with the model")
     cal_dir = make_image_folder(tmp_path / "val", n_per_class=6, seed=1)
     out = tmp_path / "eval"
     main(["--model", str(model_dir), "--data_dir", str(image_folder), "--output_dir", str(out), "--robustness",
-          "--fit_temperature", "--calibration_dir", str(cal_dir), "--target_fpr", "0.2", "--num_workers", "0",
+          "--calibrate", "--calibration_dir", str(cal_dir), "--target_fpr", "0.2", "--num_workers", "0",
           "--batch_size", "5"])
 
     results = json.loads((out / "results.json").read_text())
@@ -53,7 +55,10 @@ def test_cli_writes_results_plots_and_stores_calibration(tmp_path, tiny_detector
     assert {"temperature", "threshold", "target_fpr", "fitted_on", "ece_before", "ece_after"} <= set(cal)
     assert cal["calibration_set"]["fpr"] <= 0.2
     assert cal["calibration_set"]["nll_after"] <= cal["calibration_set"]["nll_before"] + 1e-9
-    stored = get_calibration(load_detector(model_dir).config)
+    assert get_calibration(load_detector(model_dir).config)["threshold"] == 0.5  # the input model is left as it was
+    assert (out / "model" / "model_notes.md").read_text() == "notes travel with the model"
+    assert results["model"]["name_or_path"] == str(out / "model")
+    stored = get_calibration(load_detector(out / "model").config)
     assert stored["temperature"] == pytest.approx(cal["temperature"])
     assert stored["threshold"] == pytest.approx(cal["threshold"]) == pytest.approx(results["model"]["threshold"])
     assert stored["target_fpr"] == 0.2 and stored["fitted_on"] == str(cal_dir)
@@ -91,12 +96,13 @@ def test_two_data_dirs_are_pooled(tmp_path, tiny_detector_dir):
     assert {s: m["n"] for s, m in results["by_source"].items()} == {"a": 4, "b": 6}
 
 
-def test_balanced_accuracy_policy_is_recorded_and_reported(tmp_path, tiny_detector_dir, image_folder):
-    model_dir = shutil.copytree(tiny_detector_dir, tmp_path / "model")  # calibration re-saves it in place
+def test_calibration_in_place_rewrites_the_models_own_folder_with_the_chosen_policy(tmp_path, tiny_detector_dir,
+                                                                                     image_folder):
+    model_dir = shutil.copytree(tiny_detector_dir, tmp_path / "model")
     cal_dir = make_image_folder(tmp_path / "val", n_per_class=4, seed=1)
     results = main(["--model", str(model_dir), "--data_dir", str(image_folder), "--output_dir", str(tmp_path / "eval"),
-                    "--fit_temperature", "--calibration_dir", str(cal_dir), "--threshold_policy", "balanced_accuracy",
-                    "--num_workers", "0"])
+                    "--calibrate", "--calibration_dir", str(cal_dir), "--calibrated_model_dir", str(model_dir),
+                    "--threshold_policy", "balanced_accuracy", "--num_workers", "0"])
     cal = results["calibration"]
     assert cal["threshold_policy"] == "balanced_accuracy" and cal["target_fpr"] is None
     stored = get_calibration(load_detector(model_dir).config)
@@ -108,15 +114,15 @@ def test_balanced_accuracy_policy_is_recorded_and_reported(tmp_path, tiny_detect
 def test_fitting_on_the_evaluation_folder_is_refused(tmp_path, tiny_detector_dir, image_folder, calibration_subdir):
     with pytest.raises(ValueError, match="Refusing"):
         main(["--model", str(tiny_detector_dir), "--data_dir", str(image_folder), "--output_dir",
-              str(tmp_path / "eval"), "--fit_temperature", "--calibration_dir",
+              str(tmp_path / "eval"), "--calibrate", "--calibration_dir",
               str(image_folder / calibration_subdir), "--num_workers", "0"])
     assert not (tmp_path / "eval" / "results.json").exists()
 
 
-def test_fit_temperature_needs_a_calibration_folder(tmp_path, tiny_detector_dir, image_folder):
-    with pytest.raises(SystemExit):
+def test_calibrate_needs_a_calibration_folder(tmp_path, tiny_detector_dir, image_folder):
+    with pytest.raises(SystemExit, match="needs --calibration_dir"):
         main(["--model", str(tiny_detector_dir), "--data_dir", str(image_folder), "--output_dir",
-              str(tmp_path / "eval"), "--fit_temperature"])
+              str(tmp_path / "eval"), "--calibrate"])
 
 
 def test_eval_transform_is_the_models_own(tiny_detector_dir):
@@ -130,3 +136,36 @@ def test_eval_transform_is_the_models_own(tiny_detector_dir):
 def test_class_targets_follow_the_models_label_order():
     model = build_detector(TINY_ARCH, pretrained=False, image_size=TINY_SIZE, labels=("fake", "real"))
     assert class_targets([0, 1, 1], model.config).tolist() == [1, 0, 0]
+
+
+@pytest.mark.parametrize("input_filter, device, dtype", [
+    (None, "cuda", "float16"), ("npr", "cuda", None), ("npr_half", "cuda", None), (None, "cpu", None)])
+def test_scoring_autocasts_to_fp16_only_on_cuda_and_never_a_model_with_an_input_filter(input_filter, device, dtype):
+    """A content-blind stem reads pixel differences of one grey level, which fp16 rounds away (train/run.py refuses
+    to train such a model under autocast): it is scored in fp32 like everywhere else."""
+    import torch
+    from types import SimpleNamespace
+
+    from train.evaluation.predict import autocast_dtype
+
+    config = SimpleNamespace(input_filter=input_filter)
+    assert autocast_dtype(config, torch.device(device)) == (getattr(torch, dtype) if dtype else None)
+
+
+def test_plots_of_dozens_of_generators_save_without_layout_warnings(tmp_path):
+    import warnings
+
+    import numpy as np
+
+    from train.evaluation.plots import plot_reliability, plot_roc, plot_score_histograms
+
+    rng = np.random.default_rng(0)
+    labels, probs = rng.integers(0, 2, 600), rng.random(600)
+    generators = np.array(["none" if label == 0 else f"generator {i % 60} with a long descriptive name"
+                           for i, label in enumerate(labels)], dtype=object)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plot_roc(labels, probs, tmp_path / "roc.png", generators=generators)
+        plot_score_histograms(labels, probs, tmp_path / "scores.png", 0.5)
+        plot_reliability(labels, probs, tmp_path / "reliability.png", before=probs)
+    assert (tmp_path / "roc.png").read_bytes()[:8] == PNG_MAGIC

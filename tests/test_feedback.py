@@ -5,13 +5,11 @@ import json
 
 import gradio as gr
 import pytest
-from conftest import make_image, make_image_folder
+from conftest import FAST, make_image, make_image_folder
 
 import app
 from modeling.inference import Detector
 from train import run
-
-FAST = ["--dataloader_num_workers", "0", "--report_to", "none", "--use_cpu", "--logging_steps", "1"]
 
 
 def test_feedback_folder_feeds_the_continual_phase(tmp_path, tiny_detector_dir):

@@ -2,14 +2,12 @@
 hypothesis: random bytes and mutated real images of every supported format.
 
 Property: each input is either decoded into an RGB image or refused with ImageReadError; never another
-exception. The slowest single case is measured and printed in the test output (a timed assertion would be
-flaky on a shared machine); the requirement is under one second per case.
+exception. How long the slowest case takes (the requirement: under one second) is a benchmark, not a test, since a
+timed assertion would be flaky on a shared machine: `python benchmarks/imageio_worst_case.py`.
 
 The default run covers 10,000 cases (derandomized, so CI is reproducible); `pytest -m slow` runs 50,000 more
 with fresh randomness.
 """
-import time
-
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -45,13 +43,12 @@ SEEDS = seed_files()
 
 
 class CaseStats:
-    """Counts cases and keeps the slowest one, for the report printed after each test."""
+    """Counts cases, decoded and refused, for the report printed after each test."""
 
     def __init__(self):
-        self.n, self.decoded, self.refused, self.max_s = 0, 0, 0, 0.0
+        self.n, self.decoded, self.refused = 0, 0, 0
 
     def run(self, data: bytes):
-        start = time.perf_counter()
         try:
             img = read_image(data)
             assert img.mode == "RGB" and img.width > 0 and img.height > 0
@@ -60,7 +57,6 @@ class CaseStats:
             assert str(e)  # a message for the person
             self.refused += 1
         read_provenance(data)  # must not raise either
-        self.max_s = max(self.max_s, time.perf_counter() - start)
         self.n += 1
 
 
@@ -69,7 +65,7 @@ def report(request):
     stats = CaseStats()
     yield stats
     line = (f"{request.node.name}: {stats.n} cases ({stats.decoded} decoded, {stats.refused} refused, "
-            f"0 other exceptions); slowest case {stats.max_s * 1000:.1f} ms (limit 1000 ms)")
+            "0 other exceptions)")
     request.node.user_properties.append(("fuzz", line))  # in --junitxml reports
     with request.config.pluginmanager.get_plugin("capturemanager").global_and_fixture_disabled():
         print("\n" + line)  # in the test output, captured or not

@@ -20,13 +20,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import ROOT, TINY_ARCH, make_image, make_image_folder
+from conftest import ROOT, TINY_ARCH, free_port, make_image, make_image_folder
 from huggingface_hub import ModelCard, constants
 from huggingface_hub.repocard_data import model_index_to_eval_results
 
 import hub.push
-from hub.card import METRICS, TAGS, write_model_card
+from hub.card import TAGS, build_model_card
 from hub.push import PushError, main, push
+from modeling.formats import METRIC_NAMES, TrainingRecord, write_training_record
 from train.evaluation.run import main as evaluate
 from train.evaluation.metrics import detection_metrics, grouped_metrics
 
@@ -65,22 +66,22 @@ def synthetic_results(threshold: float, temperature: float) -> dict:
     }
 
 
-TRAINING_CONFIG = {  # the shape of train/run.py's record, with a local folder and a Hub dataset
-    "phase": "initial",
-    "model_args": {"model_name_or_path": TINY_ARCH, "pretrained": "false", "image_size": 32, "drop_path_rate": 0.1},
-    "data_args": {"train_dirs": ["/home/someone/data/train"], "rehearsal_ratio": 8.0, "train_profile": "train"},
-    "training_args": {"optim": "adamw_torch", "learning_rate": 0.0002, "layer_decay": 0.8, "weight_decay": 0.02,
-                      "lr_scheduler_type": "cosine", "warmup_steps": 0.05, "eta_min": 0.0,
-                      "label_smoothing_factor": 0.05, "num_train_epochs": 8.0, "max_steps": -1, "seed": 42,
-                      "per_device_train_batch_size": 30, "output_dir": "/home/someone/runs/x"},
-    "epochs": 8.0, "per_device_train_batch_size": 30, "total_train_batch_size": 30, "image_size": 32,
-    "data": {"train": [{"source": "train", "path": "/home/someone/data/train", "profile": "train", "n": 7000,
-                        "n_real": 4000, "n_fake": 3000},
-                       {"source": "pairs", "hub": "someone/coco-sd2-pairs", "split": "train", "profile": "light",
-                        "n": 1000, "n_real": 500, "n_fake": 500}],
-             "rehearsal": [], "validation": [{"source": "val", "path": "/home/someone/data/val", "n": 874}]},
-    "augmentation_profiles": {"train": {"scale": [0.6, 1.0], "jpeg_p": 0.3}, "light": {"scale": [0.75, 1.0]}},
-}
+RECORD = TrainingRecord(  # a run of train/run.py, with a local folder and a Hub dataset
+    phase="initial",
+    model_args={"model_name_or_path": TINY_ARCH, "pretrained": "false", "image_size": 32, "drop_path_rate": 0.1},
+    data_args={"train_dirs": ["/home/someone/data/train"], "rehearsal_ratio": 8.0, "train_profile": "train"},
+    training_args={"optim": "adamw_torch", "learning_rate": 0.0002, "layer_decay": 0.8, "weight_decay": 0.02,
+                   "lr_scheduler_type": "cosine", "warmup_steps": 0.05, "eta_min": 0.0,
+                   "label_smoothing_factor": 0.05, "num_train_epochs": 8.0, "max_steps": -1, "seed": 42,
+                   "per_device_train_batch_size": 30, "output_dir": "/home/someone/runs/x"},
+    epochs=8.0, per_device_train_batch_size=30, total_train_batch_size=30, image_size=32,
+    data={"train": [{"source": "train", "path": "/home/someone/data/train", "profile": "train", "n": 7000,
+                     "n_real": 4000, "n_fake": 3000},
+                    {"source": "pairs", "hub": "someone/coco-sd2-pairs", "split": "train", "profile": "light",
+                     "n": 1000, "n_real": 500, "n_fake": 500}],
+          "rehearsal": [], "validation": [{"source": "val", "path": "/home/someone/data/val", "n": 874}]},
+    augmentation_profiles={"train": {"scale": [0.6, 1.0], "jpeg_p": 0.3}, "light": {"scale": [0.75, 1.0]}},
+)
 
 
 @pytest.fixture(scope="module")
@@ -93,13 +94,14 @@ def model_dir(tmp_path_factory, tiny_detector_dir):
     make_image_folder(root / "ood", n_per_class=4, seed=3)
     make_image_folder(root / "val", n_per_class=4, seed=4)
     evaluate(["--model", str(model), "--data_dir", str(root / "ood"), "--output_dir", str(model / "eval_ood"),
-              "--fit_temperature", "--calibration_dir", str(root / "val"), "--target_fpr", "0.25",
+              "--calibrate", "--calibration_dir", str(root / "val"), "--calibrated_model_dir", str(model),
+              "--target_fpr", "0.25",
               "--num_workers", "0"])
     cal = json.loads((model / "config.json").read_text())["calibration"]
     (model / "eval_holdout").mkdir()
     (model / "eval_holdout" / "results.json").write_text(
         json.dumps(synthetic_results(cal["threshold"], cal["temperature"])))
-    (model / "training_config.json").write_text(json.dumps(TRAINING_CONFIG))
+    write_training_record(model, RECORD)
     (model / "eval_results.json").write_text(json.dumps({  # the Trainer's, with per-source keys as train/run.py logs
         "eval_n": 8, "eval_accuracy": 0.875, "eval_roc_auc": 0.9375, "eval_pets/n": 4, "eval_pets/accuracy": 0.75,
         "eval_runtime": 1.5, "eval_samples_per_second": 5.3, "epoch": 8.0}))
@@ -111,7 +113,7 @@ def model_dir(tmp_path_factory, tiny_detector_dir):
 
 @pytest.fixture(scope="module")
 def card(model_dir) -> str:
-    return str(write_model_card(model_dir, repo_id=REPO))
+    return str(build_model_card(model_dir, repo_id=REPO))
 
 
 # --- The card ---------------------------------------------------------------------------------------------------------
@@ -128,7 +130,7 @@ def test_card_metadata_parses_and_model_index_holds_every_set(card, model_dir):
     assert name == data.model_name == "det"
     measured = {s: json.loads((model_dir / f"eval_{s}" / "results.json").read_text())["overall"]
                 for s in ("ood", "holdout")}
-    expected = {(s, k): v for s, m in measured.items() for k, v in m.items() if k in METRICS and v is not None}
+    expected = {(s, k): v for s, m in measured.items() for k, v in m.items() if k in METRIC_NAMES and v is not None}
     got = {(r.dataset_name, r.metric_type): r.metric_value for r in results}
     assert got == pytest.approx(expected)
     assert measured["ood"]["precision"] is None or ("ood", "precision") in got
@@ -173,7 +175,7 @@ def test_card_numbers_come_from_the_files(card, model_dir):
 
 
 def test_card_says_what_is_missing(tiny_detector_dir):
-    card = str(write_model_card(tiny_detector_dir, repo_id=REPO))
+    card = str(build_model_card(tiny_detector_dir, repo_id=REPO))
     assert "**Not evaluated.**" in card and "model-index" not in front_matter(card)
     assert "Not recorded: no `training_config.json`" in card
     assert "The model is not calibrated" in card
@@ -182,23 +184,23 @@ def test_card_says_what_is_missing(tiny_detector_dir):
 def test_card_shows_the_trainers_notes(tmp_path, tiny_detector_dir):
     model_dir = tmp_path / "m"
     shutil.copytree(tiny_detector_dir, model_dir)
-    assert "About this model" not in str(write_model_card(model_dir, repo_id=REPO))
+    assert "About this model" not in str(build_model_card(model_dir, repo_id=REPO))
     (model_dir / "model_notes.md").write_text("A small demo model trained on CPU.\n")
-    card = str(write_model_card(model_dir, repo_id=REPO))
+    card = str(build_model_card(model_dir, repo_id=REPO))
     assert "## About this model\n\nA small demo model trained on CPU." in card
 
 
 def test_card_flags_results_measured_at_another_threshold(tmp_path, tiny_detector_dir):
     folder = shutil.copytree(tiny_detector_dir, tmp_path / "m")
     (folder / "results.json").write_text(json.dumps(synthetic_results(threshold=0.3, temperature=1.0)))
-    card = str(write_model_card(folder))
+    card = str(build_model_card(folder))
     assert "Measured with threshold 0.3000, but this model now stores 0.5000" in card
     assert "Measured with temperature" not in card
     results = synthetic_results(0.5, 1.0)
     results["model"]["architecture"] = "resnet50"
     (folder / "results.json").write_text(json.dumps(results))
     with pytest.raises(ValueError, match="another model"):
-        write_model_card(folder)
+        build_model_card(folder)
 
 
 def test_license_comes_from_the_base_weights(tmp_path, tiny_detector_dir):
@@ -207,7 +209,7 @@ def test_license_comes_from_the_base_weights(tmp_path, tiny_detector_dir):
     # Base weights from a local file: timm's registry gives their license, but a path is no Hub base_model.
     local = save_detector(build_detector(TINY_ARCH, pretrained=tiny_detector_dir / "model.safetensors",
                                          image_size=32), tmp_path / "local")
-    meta = front_matter(card := str(write_model_card(local, repo_id=REPO)))
+    meta = front_matter(card := str(build_model_card(local, repo_id=REPO)))
     assert meta["license"] == "cc-by-nc-4.0" and "base_model" not in meta
     assert "released under `cc-by-nc-4.0`; a model trained from them inherits that license" in card
     assert "Commercial use: the license (`cc-by-nc-4.0`) does not allow it." in card
@@ -216,12 +218,12 @@ def test_license_comes_from_the_base_weights(tmp_path, tiny_detector_dir):
     config = json.loads((local / "config.json").read_text())
     config["base_model"] = "timm/convnextv2_atto.fcmae_ft_in1k"  # what build_detector(pretrained=True) records
     (local / "config.json").write_text(json.dumps(config))
-    meta = front_matter(str(write_model_card(local, repo_id=REPO)))
+    meta = front_matter(str(build_model_card(local, repo_id=REPO)))
     assert meta["base_model"] == "timm/convnextv2_atto.fcmae_ft_in1k" and meta["license"] == "cc-by-nc-4.0"
 
     del config["pretrained_cfg"]["license"]
     (local / "config.json").write_text(json.dumps(config))
-    card = str(write_model_card(local, repo_id=REPO))
+    card = str(build_model_card(local, repo_id=REPO))
     assert front_matter(card)["license"] == "unknown" and "license is not recorded" in card
 
 
@@ -318,12 +320,6 @@ def test_dry_run_cli_with_chosen_results(tmp_path, model_dir, forbid_network, ca
     assert "`holdout`" in card and "`ood`" not in card
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _imported_modules(path: Path) -> set[str]:
     """Top-level modules a file imports when it is imported, leaving out optional ones (inside `try: ... except
     ImportError`) and those imported inside functions (the conversion path, needed only on a cache miss)."""
@@ -406,7 +402,7 @@ def test_packaged_space_starts_on_its_own(tmp_path, model_dir, forbid_network):
     """The Space folder alone (not the repo) serves the app: it has every file the app imports."""
     space = push(model_dir, REPO, space_id=SPACE, dry_run=tmp_path / "dry")["space"]
     # -s: no user site; cwd is the Space folder, so `import modeling` can only find the packaged copy.
-    port, log = _free_port(), tmp_path / "space.log"
+    port, log = free_port(), tmp_path / "space.log"
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "-s", "app.py", "--port", str(port)], cwd=space,
                                 env=_space_env(model_dir), stdout=out, stderr=subprocess.STDOUT)

@@ -141,3 +141,32 @@ def test_wrong_state_dict_fails_loudly(tmp_path):
 def test_non_taesd_name_needs_diffusers_or_hub(tmp_path):
     with pytest.raises(SystemExit, match="diffusers|Hub"):
         load_autoencoder(str(tmp_path / "no-such-vae"))
+
+
+def test_reals_are_decoded_by_the_projects_safe_reader(tmp_path):
+    """A 16-bit PNG is scaled to 8 bits (not clipped to white) and a transparent one composited on white, exactly
+    as modeling.imageio.read_image decodes it for training and serving."""
+    from modeling.imageio import read_image
+    from train.aligned.run import load_rgb
+
+    deep = tmp_path / "deep.png"
+    Image.fromarray(np.linspace(0, 65535, 40 * 48).reshape(40, 48).astype(np.uint16)).save(deep)
+    clear = tmp_path / "clear.png"
+    Image.new("RGBA", (48, 40), (0, 0, 0, 0)).save(clear)
+    for path in (deep, clear):
+        assert np.array_equal(np.asarray(load_rgb(path, 32)), np.asarray(read_image(path)))
+
+
+def test_unreadable_and_oversized_reals_are_skipped_with_their_reason(tmp_path, capsys):
+    from conftest import png_bomb
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    (src / "real").mkdir(parents=True)
+    smooth_image(0, (48, 40)).save(src / "real" / "photo.jpg")
+    (src / "real" / "notes.jpg").write_text("a text file renamed to .jpg\n")
+    (src / "real" / "bomb.png").write_bytes(png_bomb(20_000))
+    main(["--input_dir", str(src), "--output_dir", str(out), "--crop_size", "32"])
+    assert [r["origin"].split("#")[0] for r in read_rows(out)] == ["real/photo.jpg"]
+    printed = capsys.readouterr().out
+    assert "skipped real/notes.jpg: This file is not an image" in printed
+    assert "skipped real/bomb.png: " in printed and "megapixels" in printed

@@ -197,7 +197,7 @@ def test_center_crop_halves_each_side_and_keeps_the_centre_pixels():
     assert np.array_equal(np.asarray(crop), np.asarray(img)[12:36, 16:48])
 
 
-def test_sweep_lists_the_issue_perturbations():
+def test_robustness_sweep_is_jpeg_rescaling_blur_and_crop_each_changing_the_image():
     assert list(PERTURBATIONS) == ["jpeg_q95", "jpeg_q75", "jpeg_q50", "down_up_0.5", "down_up_0.25",
                                    "blur_sigma1", "center_crop_0.5"]
     img = _photo()

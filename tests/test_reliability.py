@@ -1,4 +1,4 @@
-"""Reliability and security of training and loading (issue 8, items 1-3):
+"""Reliability and security of training and loading:
 kill and resume, atomic checkpoints, dirty data, and pickles that must never be unpickled."""
 import json
 import os
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, TINY_ARCH, encode_image, make_image_folder, png_bomb
+from conftest import FAST, ROOT, TINY_ARCH, encode_image, make_image_folder, png_bomb
 from PIL import Image
 from safetensors.torch import load_file
 from transformers.trainer_utils import get_last_checkpoint
@@ -24,7 +24,6 @@ from modeling import load_detector
 from train import run
 from train.trainer import STAGING_DIR, DetectorTrainer
 
-FAST = ["--dataloader_num_workers", "0", "--report_to", "none", "--use_cpu", "--logging_steps", "1"]
 WEIGHT_ATOL = 1e-5  # resumed vs uninterrupted final weights (measured on CPU: bit-identical, max |diff| 0.0)
 
 

@@ -1,4 +1,4 @@
-"""train/data.py and train/transforms.py: folders and Hub-style sources, bad files, replay, augmentation profiles,
+"""train/data/ and train/transforms.py: folders and Hub-style sources, bad files, replay, augmentation profiles,
 and run.py's config-file parsing."""
 import json
 from collections import Counter
@@ -147,7 +147,7 @@ def test_unreadable_images_become_counted_placeholders(tmp_path, caplog):
 
 @pytest.mark.parametrize("crop", ["resized", "native"])
 def test_unreadable_image_in_a_batch_of_smaller_crops(tmp_path, crop):
-    """Issue 13's crash: a profile whose crop_size (32) is below the model's image_size (64), as demo.yaml's 128 vs
+    """A profile whose crop_size (32) is below the model's image_size (64), as demo.yaml's 128 vs
     256, and one text file named .jpg among 16 JPEGs. The placeholder must have the shape of the crop this row's
     transform makes, or collate cannot stack the batch and one bad file stops the run."""
     root = make_image_folder(tmp_path / "data", n_per_class=8, size=(80, 72))

@@ -161,3 +161,29 @@ def test_precision_flags_on_cpu(tmp_path):
     assert (args.fp16, args.bf16, args.mixed_precision) == (False, False, "no")
     args = DetectorTrainingArguments(output_dir=str(tmp_path), mixed_precision="bf16", report_to="none")
     assert args.bf16 and args.use_cpu  # bf16 autocast on CPU, which transformers wants said with use_cpu
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a machine without a GPU")
+def test_training_without_a_gpu_does_not_pin_memory(tmp_path):
+    """Pinned memory only speeds up copies to a GPU; asking for it without one makes torch warn at every start
+    (transformers turns it off for --use_cpu only, not for a machine that simply has no GPU)."""
+    args = DetectorTrainingArguments(output_dir=str(tmp_path), report_to="none")
+    assert args.dataloader_pin_memory is False
+
+
+def test_the_private_transformers_methods_the_recipe_overrides_still_exist():
+    """DetectorTrainer overrides private Trainer methods, and save_detector sets the private _weight_conversions
+    that transformers' save reads, where the installed transformers has no public hook. A rename in an upgrade would
+    silently skip that code (no sampler, non-atomic checkpoints, transformers' key names): fail here instead."""
+    import inspect
+
+    from transformers import Trainer
+    from transformers.core_model_loading import revert_weight_conversion
+
+    from train.trainer import PRIVATE_TRAINER_OVERRIDES, DetectorTrainer
+
+    for name in PRIVATE_TRAINER_OVERRIDES:
+        assert callable(getattr(Trainer, name, None)), f"transformers' Trainer no longer has {name}"
+        ours, theirs = (inspect.signature(getattr(cls, name)).parameters for cls in (DetectorTrainer, Trainer))
+        assert list(ours) == list(theirs), f"Trainer.{name} changed its parameters: {list(theirs)}"
+    assert "_weight_conversions" in inspect.getsource(revert_weight_conversion)

@@ -6,11 +6,12 @@ Arguments are three dataclasses parsed by HfArgumentParser: ModelArguments, Data
 DetectorTrainingArguments (every transformers TrainingArguments flag, with the seed recipe's defaults). A config
 file holds the same keys; flags given after it override it. Folders go on the command line (--train_dirs,
 --validation_dirs, --rehearsal_sources); Hub datasets and per-source settings (augmentation profile, cap,
-label mapping, streaming) go in a config file as source dicts (see train/data.py's SourceSpec and
+label mapping, streaming) go in a config file as source dicts (see SourceSpec in train/data/sources.py and
 train/configs/).
 
 One script serves both phases: phase 1 builds the model from a timm architecture; the continual phase starts
 from a trained detector (--init_from) and replays old sources (--rehearsal_sources, --rehearsal_ratio).
+main() reads as the run's steps: arguments, model, data, trainer, the record of the run, train, evaluate, push.
 Distributed: `torchrun --nproc_per_node=N train/run.py ...` or `accelerate launch train/run.py ...`.
 """
 from __future__ import annotations
@@ -31,7 +32,8 @@ from transformers.trainer_utils import IntervalStrategy
 
 from modeling import build_detector, constrain_input_filter, get_calibration, load_detector, save_detector
 from modeling.detector import EVAL_RESIZE_RATIO, data_config, eval_size_cfg, eval_transform, fake_index
-from train.data import IGNORE_INDEX, DataLimits, SourceSpec, build_eval_data, build_training_data, collate
+from modeling.formats import TrainingRecord, write_training_record
+from train.data import IGNORE_INDEX, DataLimits, EvalData, SourceSpec, build_eval_data, build_training_data, collate
 from train.distill import Teacher
 from train.evaluation.metrics import fake_probs_from_logits, load_detection_metric
 from train.trainer import DetectorTrainer, DetectorTrainingArguments
@@ -170,30 +172,40 @@ def push(trainer: DetectorTrainer, output_dir: str) -> None:
              commit_message="Upload detector trained with train/run.py")
 
 
-def main(argv: list[str] | None = None) -> DetectorTrainer:
-    model_args, data_args, training_args = parse_args(argv)
+def setup_logging(training_args: DetectorTrainingArguments) -> None:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO,
                         handlers=[logging.StreamHandler(sys.stdout)])
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
-    transformers.set_seed(training_args.seed)
-    push_to_hub = training_args.push_to_hub
-    training_args.push_to_hub = False  # the Trainer would push every checkpoint; we push the final model once
 
-    # Model: new (phase 1) or trained (continual phase). Its config carries the preprocessing.
-    model = build_model(model_args)
+
+def check_precision(model, training_args: DetectorTrainingArguments) -> None:
     if getattr(model.config, "input_filter", None) and training_args.mixed_precision != "no":
         # Measured: with bf16 autocast an npr model's loss stayed at 0.69 for 1000 steps. The zero-sum stem keeps
         # differences of one grey level (0.017 after normalisation), and bf16's spacing near 2 is 0.016.
         raise ValueError(f"input_filter={model.config.input_filter!r} needs fp32 (--mixed_precision no): "
                          f"{training_args.mixed_precision} autocast rounds away the pixel differences it reads.")
-    cfg = data_config(model)
-    image_size = cfg["input_size"][-1]
-    teacher = None
-    if training_args.teacher_model:
-        teacher = Teacher.load(training_args.teacher_model, model.config, training_args.teacher_resize)
-        teacher.to(training_args.device)
+    logger.info("mixed precision: %s", training_args.mixed_precision)
 
-    # Data: every source with its own augmentation profile and cap; the replay buffer for the continual phase.
+
+def load_teacher(training_args: DetectorTrainingArguments, model) -> Teacher | None:
+    if not training_args.teacher_model:
+        return None
+    teacher = Teacher.load(training_args.teacher_model, model.config, training_args.teacher_resize)
+    return teacher.to(training_args.device)
+
+
+@dataclass
+class RunData:
+    """What the Trainer takes: the training set and its epoch sampler, the validation and test sets (or None)."""
+    train_set: object
+    sampler: object
+    summary: dict  # per source, for training_config.json
+    validation: EvalData | None
+    test: EvalData | None
+
+
+def load_data(data_args: DataArguments, model, training_args: DetectorTrainingArguments) -> RunData:
+    """Every source with its own augmentation profile and cap; the replay buffer for the continual phase."""
     limits = DataLimits(max_pixels=data_args.max_image_pixels)
     train_specs = source_specs(data_args.train_dirs, data_args.train_sources, profile=data_args.train_profile,
                                max_samples=data_args.max_samples_per_source)
@@ -204,77 +216,107 @@ def main(argv: list[str] | None = None) -> DetectorTrainer:
     test_specs = source_specs(data_args.test_dirs, data_args.test_sources, **eval_defaults)
     if not train_specs:
         raise ValueError("no training data: pass --train_dirs or train_sources in a config file")
+    cfg = data_config(model)
 
     def make_transform(profile):
-        return build_train_transform(profile, image_size, cfg["mean"], cfg["std"], cfg["interpolation"])
+        return build_train_transform(profile, cfg["input_size"][-1], cfg["mean"], cfg["std"], cfg["interpolation"])
 
     with training_args.main_process_first(desc="loading data"):
-        train_set, sampler, train_summary = build_training_data(
+        train_set, sampler, summary = build_training_data(
             train_specs, make_transform, training_args.seed, rehearsal_specs, data_args.rehearsal_ratio, limits,
             data_args.source_balance)
         scoring = eval_transform(model)
         validation = build_eval_data(validation_specs, scoring, training_args.seed, limits)
         test = build_eval_data(test_specs, scoring, training_args.seed, limits)
-    logger.info("training data: %s", json.dumps(train_summary, default=str))
-    logger.info("mixed precision: %s", training_args.mixed_precision)
-    if validation is None and training_args.eval_strategy != "no":
+    logger.info("training data: %s", json.dumps(summary, default=str))
+    return RunData(train_set, sampler, summary, validation, test)
+
+
+def build_trainer(model, training_args: DetectorTrainingArguments, data: RunData, teacher) -> DetectorTrainer:
+    if data.validation is None and training_args.eval_strategy != "no":
         logger.info("no validation data: evaluation is off")
         training_args.eval_strategy = IntervalStrategy.NO
-
-    calibration = get_calibration(model.config)
-    trainer = DetectorTrainer(
+    return DetectorTrainer(
         model=model,
         args=training_args,
-        train_dataset=train_set,
-        eval_dataset=validation.samples if validation else None,
+        train_dataset=data.train_set,
+        eval_dataset=data.validation.samples if data.validation else None,
         data_collator=collate,
-        compute_metrics=make_compute_metrics(validation.source_names, fake_index(model.config),
-                                             calibration["threshold"]) if validation else None,
-        train_sampler=sampler,
+        compute_metrics=compute_metrics_for(data.validation, model) if data.validation else None,
+        train_sampler=data.sampler,
         teacher=teacher,
     )
 
-    # The record of the run, written before training so an interrupted run still says what it was.
-    phase = "continual" if (model_args.init_from or rehearsal_specs) else "initial"
-    record = {
-        "phase": phase,
-        "model_args": dataclasses.asdict(model_args),
-        "data_args": dataclasses.asdict(data_args),
-        "training_args": training_args.to_dict(),
-        "epochs": training_args.num_train_epochs,
-        "max_steps": training_args.max_steps,
-        "per_device_train_batch_size": training_args.per_device_train_batch_size,
-        "total_train_batch_size": training_args.per_device_train_batch_size * training_args.world_size
-        * training_args.gradient_accumulation_steps,
-        "image_size": image_size,
-        "data": {**train_summary, "validation": validation.summary if validation else [],
-                 "test": test.summary if test else []},
-        "augmentation_profiles": {key: dataclasses.asdict(get_profile(profile))
-                                  for key, profile in train_summary["profiles"].items()},
-    }
-    if trainer.is_world_process_zero():
-        Path(training_args.output_dir).mkdir(parents=True, exist_ok=True)
-        Path(training_args.output_dir, "training_config.json").write_text(json.dumps(record, indent=2, default=str))
 
-    resume = training_args.resume_from_checkpoint  # a checkpoint folder, or true: the last one in output_dir
+def compute_metrics_for(data: EvalData, model):
+    """make_compute_metrics for an evaluation set, at the model's own threshold."""
+    return make_compute_metrics(data.source_names, fake_index(model.config), get_calibration(model.config)["threshold"])
+
+
+def record_of_run(model_args: ModelArguments, data_args: DataArguments, training_args: DetectorTrainingArguments,
+                  model, data: RunData) -> TrainingRecord:
+    """training_config.json (modeling.formats.TrainingRecord): every argument, the data actually loaded, the
+    augmentation profiles' exact numbers."""
+    return TrainingRecord(
+        phase="continual" if (model_args.init_from or data_args.rehearsal_sources) else "initial",
+        model_args=dataclasses.asdict(model_args),
+        data_args=dataclasses.asdict(data_args),
+        training_args=training_args.to_dict(),
+        epochs=training_args.num_train_epochs,
+        max_steps=training_args.max_steps,
+        per_device_train_batch_size=training_args.per_device_train_batch_size,
+        total_train_batch_size=training_args.per_device_train_batch_size * training_args.world_size
+        * training_args.gradient_accumulation_steps,
+        image_size=data_config(model)["input_size"][-1],
+        data={**data.summary, "validation": data.validation.summary if data.validation else [],
+              "test": data.test.summary if data.test else []},
+        augmentation_profiles={key: dataclasses.asdict(get_profile(profile))
+                               for key, profile in data.summary["profiles"].items()},
+    )
+
+
+def train(trainer: DetectorTrainer) -> None:
+    """Train (resuming when asked), then save the detector (modeling.save_detector) into output_dir."""
+    resume = trainer.args.resume_from_checkpoint  # a checkpoint folder, or true: the last one in output_dir
     train_result = trainer.train(resume_from_checkpoint=_bool_or_path(resume) if resume else None)
     trainer.log_metrics("train", train_result.metrics)
     trainer.save_metrics("train", train_result.metrics)
     trainer.save_state()
     if trainer.is_world_process_zero():
-        save_detector(trainer.model, training_args.output_dir)
+        save_detector(trainer.model, trainer.args.output_dir)
 
-    if validation:
+
+def evaluate(trainer: DetectorTrainer, data: RunData) -> None:
+    """The trained model on the validation sources (eval_results.json) and the test sources (test_results.json)."""
+    if data.validation:
         metrics = trainer.evaluate()
         trainer.log_metrics("eval", metrics)
-        trainer.save_metrics("eval", metrics)  # output_dir/eval_results.json
-    if test:
-        trainer.compute_metrics = make_compute_metrics(test.source_names, fake_index(model.config),
-                                                       calibration["threshold"])
-        metrics = trainer.evaluate(test.samples, metric_key_prefix="test")
+        trainer.save_metrics("eval", metrics)
+    if data.test:
+        trainer.compute_metrics = compute_metrics_for(data.test, trainer.model)
+        metrics = trainer.evaluate(data.test.samples, metric_key_prefix="test")
         trainer.log_metrics("test", metrics)
         trainer.save_metrics("test", metrics)
 
+
+def main(argv: list[str] | None = None) -> DetectorTrainer:
+    model_args, data_args, training_args = parse_args(argv)
+    setup_logging(training_args)
+    transformers.set_seed(training_args.seed)
+    push_to_hub = training_args.push_to_hub
+    training_args.push_to_hub = False  # the Trainer would push every checkpoint; we push the final model once
+
+    model = build_model(model_args)  # new (phase 1) or trained (continual phase); its config has the preprocessing
+    check_precision(model, training_args)
+    teacher = load_teacher(training_args, model)
+    data = load_data(data_args, model, training_args)
+    trainer = build_trainer(model, training_args, data, teacher)
+    if trainer.is_world_process_zero():  # before training, so an interrupted run still says what it was
+        Path(training_args.output_dir).mkdir(parents=True, exist_ok=True)
+        write_training_record(training_args.output_dir,
+                              record_of_run(model_args, data_args, training_args, model, data))
+    train(trainer)
+    evaluate(trainer, data)
     if push_to_hub and trainer.is_world_process_zero():
         push(trainer, training_args.output_dir)
     return trainer

@@ -41,6 +41,10 @@ from train.data import IGNORE_INDEX
 from train.distill import distillation_loss
 
 logger = logging.getLogger(__name__)
+# The private methods of transformers' Trainer that DetectorTrainer overrides, because 5.23.0 has no public hook for
+# what they do (see the class). tests/test_train_recipe.py checks each still exists with the same parameters, so an
+# upgrade that renames one fails loudly instead of silently skipping the override.
+PRIVATE_TRAINER_OVERRIDES = ("_get_train_sampler", "_get_output_dir", "_save_checkpoint")
 # Where checkpoints are written before they appear; outside the Trainer's checkpoint-* pattern, so neither resume
 # nor rotation ever sees a half-written one.
 STAGING_DIR = "tmp-checkpoint"
@@ -122,6 +126,8 @@ class DetectorTrainingArguments(TrainingArguments):
             self.use_cpu = True  # transformers wants it said explicitly for bf16 autocast on CPU
         if self.dataloader_num_workers == 0:
             self.dataloader_persistent_workers = False  # torch refuses persistent workers without workers
+        if not cuda:
+            self.dataloader_pin_memory = False  # pinning is for copies to a GPU; torch warns at every start without
         super().__post_init__()
 
 
@@ -187,6 +193,7 @@ class DetectorTrainer(Trainer):
         """train_sampler: train.data.EpochSampler (replay, per-sample augmentation seeds); None: the Trainer's.
         teacher: a train.distill.Teacher for knowledge distillation; None: labels only."""
         self._staging = False  # True while _save_checkpoint writes (see there)
+        self._recipe_scheduler = False  # True once create_scheduler built the recipe's warmup + cosine
         super().__init__(*args, **kwargs)
         self.train_sampler = train_sampler
         self.teacher = teacher
@@ -196,10 +203,11 @@ class DetectorTrainer(Trainer):
         if getattr(self.model.config, "input_filter", None):
             self.add_callback(InputFilterProjection())
 
-    # Private hooks of transformers 5.23.0's Trainer, overridden because it has no public one for these:
-    # _get_train_sampler is the only place to hand it a sampler (the public get_train_dataloader would have to be
-    # rewritten whole); _get_output_dir and _save_checkpoint are where a checkpoint's folder is chosen and written,
-    # which the atomic save needs; _created_lr_scheduler tells train() that it may rebuild the scheduler on a new call.
+    # Private hooks of transformers 5.23.0's Trainer (PRIVATE_TRAINER_OVERRIDES), overridden because it has no public
+    # one for these: _get_train_sampler is the only place to hand it a sampler (the public get_train_dataloader would
+    # have to be rewritten whole, with the Trainer's private _get_dataloader); _get_output_dir and _save_checkpoint
+    # are where a checkpoint's folder is chosen and written, which the atomic save needs (the public on_save callback
+    # runs only after the files are written in place).
     def _get_train_sampler(self, train_dataset=None):
         return self.train_sampler if self.train_sampler is not None else super()._get_train_sampler(train_dataset)
 
@@ -247,8 +255,15 @@ class DetectorTrainer(Trainer):
             self.lr_scheduler = warmup_cosine_schedule(
                 optimizer or self.optimizer, self.args.get_warmup_steps(num_training_steps), num_training_steps,
                 self.args.warmup_start_factor, self.args.eta_min)
-            self._created_lr_scheduler = True  # private flag of transformers 5.23.0's Trainer (see above)
+            self._recipe_scheduler = True
         return super().create_scheduler(num_training_steps, optimizer)
+
+    def train(self, *args, **kwargs):
+        # The Trainer rebuilds on every call only a scheduler it built itself: drop ours too, since the step count
+        # (and so the cosine) of this call may differ from the last.
+        if self._recipe_scheduler:
+            self.lr_scheduler, self._recipe_scheduler = None, False
+        return super().train(*args, **kwargs)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs.pop("source_ids", None)

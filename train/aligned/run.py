@@ -19,11 +19,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps
+from PIL import Image
 from transformers import HfArgumentParser
 
-from modeling.imageio import IMAGE_SUFFIXES
+from modeling.imageio import IMAGE_SUFFIXES, ImageReadError, read_image
 from train.aligned.autoencoders import load_autoencoder
+from train.data.samples import DataLimits
 
 BUNDLED_TAEF2 = Path(__file__).resolve().parent / "weights" / "taef2"
 COLUMNS = ["file_name", "label", "source", "generator", "origin", "license"]
@@ -46,6 +47,8 @@ class Args:
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0: torch's default)"})
     jpeg_quality: int = field(default=90, metadata={"help": "90 matches the shared data's processing"})
     resume: bool = field(default=True, metadata={"help": "skip crops already listed in output metadata.csv"})
+    max_image_pixels: int = field(default=DataLimits.max_pixels, metadata={
+        "help": "images with more pixels are skipped as bad files (decompression bombs), as in training"})
     encoder_bf16: bool = field(default=False, metadata={
         "help": "run the encoder under bf16 autocast (faster on a CPU with native bf16: benchmarks/README.md). The "
                 "decoder, whose traces the detector learns, always runs in fp32; the encoder only chooses the content"})
@@ -63,9 +66,10 @@ def list_inputs(input_dir):
     return [(p.relative_to(input_dir).as_posix(), "unknown") for p in files]
 
 
-def load_rgb(path, size):
-    """Same opening as the shared data: EXIF orientation, RGB, short side bicubic-upscaled to `size` if smaller."""
-    img = ImageOps.exif_transpose(Image.open(path)).convert("RGB")
+def load_rgb(path, size, max_pixels: int = DataLimits.max_pixels):
+    """The image as training reads it (modeling.imageio.read_image: size limits, EXIF orientation, colour-managed
+    RGB), its short side bicubic-upscaled to `size` if smaller. Raises ImageReadError for a file it cannot read."""
+    img = read_image(path, max_bytes=DataLimits.max_bytes, max_pixels=max_pixels)
     if min(img.size) < size:
         scale = size / min(img.size)
         img = img.resize((max(size, round(img.width * scale)), max(size, round(img.height * scale))), Image.BICUBIC)
@@ -99,7 +103,11 @@ def reconstruct(model, images, encoder_bf16=False):
 
 def iter_crops(args, inputs, input_dir, skip):
     for rel, license in inputs:
-        img = load_rgb(input_dir / rel, args.crop_size)
+        try:
+            img = load_rgb(input_dir / rel, args.crop_size, args.max_image_pixels)
+        except ImageReadError as e:  # one bad file among thousands must not stop the run
+            print(f"skipped {rel}: {e}", flush=True)
+            continue
         # seeded per file so the crops do not depend on --limit, the order or a resume
         rng = random.Random(f"{args.seed}:{rel}")
         for x0, y0, x1, y1 in crop_boxes(*img.size, args.crop_size, args.crops_per_image, rng):

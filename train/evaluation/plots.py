@@ -14,8 +14,9 @@ from train.evaluation.metrics import reliability_bins  # noqa: E402
 
 
 def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    # bbox_inches="tight" grows the image around whatever sticks out (a long legend); tight_layout would instead
+    # try to shrink the axes to make room and give up, with a warning, once there are dozens of generators.
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -38,7 +39,10 @@ def plot_roc(labels, fake_probs, path: Path, generators=None) -> Path:
         ax.axvline(x, ls="--", c="lightgrey", lw=0.8)
     ax.set(xlabel="false-positive rate (reals flagged fake)", ylabel="true-positive rate (fakes caught)",
            title="ROC", xlim=(0, 1), ylim=(0, 1.01))
-    ax.legend(loc="lower right", fontsize=8)
+    if len(curves) > 8:  # one curve per generator: the legend goes beside the plot, in columns of at most 30
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=7, ncol=(len(curves) + 29) // 30)
+    else:
+        ax.legend(loc="lower right", fontsize=8)
     return _save(fig, path)
 
 

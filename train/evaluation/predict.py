@@ -3,11 +3,14 @@ transform (modeling.detector.eval_transform) or a grid of native-pixel crops (Na
 optionally perturbed in between (the robustness sweep)."""
 from __future__ import annotations
 
+import contextlib
+
 import datasets
 import numpy as np
 import torch
 from PIL import Image
 from torchvision.transforms import v2 as transforms_v2
+from tqdm.auto import tqdm
 
 from modeling.detector import eval_transform, fake_index
 from modeling.imageio import ImageReadError, read_image
@@ -66,18 +69,32 @@ def image_files(ds: datasets.Dataset) -> list:
     return [x["bytes"] or x["path"] for x in ds.cast_column("image", datasets.Image(decode=False))["image"]]
 
 
+def autocast_dtype(config, device: torch.device) -> torch.dtype | None:
+    """fp16 autocast on CUDA; None (fp32) on the CPU and for a model with an input filter ("npr", "npr_half"),
+    whose content-blind stem reads pixel differences of one grey level that half precision rounds away: training
+    (train/run.py), distillation and the serving backends keep such a model in fp32 too."""
+    if device.type != "cuda" or getattr(config, "input_filter", None):
+        return None
+    return torch.float16
+
+
 @torch.inference_mode()
-def predict_logits(model, files, transform, batch_size=64, num_workers=0, perturb=None) -> np.ndarray:
+def predict_logits(model, files, transform, batch_size=64, num_workers=0, perturb=None,
+                   desc: str = "scoring") -> np.ndarray:
+    """Logits of every file, in order, with a progress bar (`desc`) over the images."""
     device = next(model.parameters()).device
+    dtype = autocast_dtype(model.config, device)
     loader = torch.utils.data.DataLoader(_Images(files, transform, perturb), batch_size=batch_size,
                                          num_workers=num_workers, pin_memory=device.type == "cuda")
     outputs = []
-    for pixels in loader:
-        crops = pixels.shape[1] if pixels.ndim == 5 else 0  # NativeCrops: average the logits of each image's crops
-        pixels = pixels.flatten(0, 1) if crops else pixels
-        with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
-            logits = model(pixel_values=pixels.to(device, non_blocking=True)).logits.float().cpu()
-        outputs.append(logits.unflatten(0, (-1, crops)).mean(1) if crops else logits)
+    with tqdm(total=len(files), desc=desc, unit="img") as progress:
+        for pixels in loader:
+            crops = pixels.shape[1] if pixels.ndim == 5 else 0  # NativeCrops: average each image's crop logits
+            pixels = pixels.flatten(0, 1) if crops else pixels
+            with torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext():
+                logits = model(pixel_values=pixels.to(device, non_blocking=True)).logits.float().cpu()
+            outputs.append(logits.unflatten(0, (-1, crops)).mean(1) if crops else logits)
+            progress.update(len(outputs[-1]))
     return torch.cat(outputs).numpy()
 
 

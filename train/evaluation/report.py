@@ -1,11 +1,14 @@
 """results.md: the tables of an evaluation's results.json, for people."""
 from __future__ import annotations
 
-from modeling.formats import DetectionMetrics, EvaluationResults, class_counts, false_positive_rate
-
-
-def _fmt(value) -> str:
-    return "—" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+from modeling.formats import (
+    DetectionMetrics,
+    EvaluationResults,
+    class_counts,
+    false_positive_rate,
+    format_cell,
+    markdown_table,
+)
 
 
 def _metrics_table(blocks: dict[str, DetectionMetrics], first_column: str) -> list[str]:
@@ -15,11 +18,9 @@ def _metrics_table(blocks: dict[str, DetectionMetrics], first_column: str) -> li
                "tpr_at_5pct_fpr", "ece")
     header = [first_column, "n", "real", "fake", "reals flagged (FPR)", "fakes caught (TPR)", "acc", "bal. acc",
               "AUC", "AP", "TPR@1%FPR", "TPR@5%FPR", "ECE"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for name, m in blocks.items():
-        cells = [name, m["n"], *class_counts(m), false_positive_rate(m), m["recall"]] + [m[c] for c in columns]
-        lines.append("| " + " | ".join(_fmt(c) for c in cells) + " |")
-    return lines
+    rows = [[name, m["n"], *class_counts(m), false_positive_rate(m), m["recall"], *(m[c] for c in columns)]
+            for name, m in blocks.items()]
+    return markdown_table(header, rows).splitlines()
 
 
 def render_markdown(results: EvaluationResults) -> str:
@@ -27,8 +28,8 @@ def render_markdown(results: EvaluationResults) -> str:
     (tn, fp), (fn, tp) = overall["confusion_matrix"]
     lines = [
         f"# Evaluation of `{model['name_or_path']}`", "",
-        f"Model: {model['architecture']} at {model['image_size']} px, temperature {_fmt(model['temperature'])}, "
-        f"decision threshold {_fmt(model['threshold'])} (fake when p(fake) >= threshold).  ",
+        f"Model: {model['architecture']} at {model['image_size']} px, temperature {format_cell(model['temperature'])}, "
+        f"decision threshold {format_cell(model['threshold'])} (fake when p(fake) >= threshold).  ",
         f"Data: {', '.join(f'`{d}`' for d in data['dirs'])}: {data['n']} images ({data['n_real']} real, "
         f"{data['n_fake']} fake).  ",
         f"Runtime: {results['runtime']['seconds']:.0f} s on {results['runtime']['device']} "
@@ -38,7 +39,7 @@ def render_markdown(results: EvaluationResults) -> str:
         "(e.g. AUC or balanced accuracy where all images are one class: read recall for a generator's fakes, "
         "accuracy for a source of reals).", "",
         "## Overall", "", *_metrics_table({"all": overall}, ""), "",
-        f"Precision {_fmt(overall['precision'])}, F1 {_fmt(overall['f1'])}. Confusion matrix (rows true real/fake, "
+        f"Precision {format_cell(overall['precision'])}, F1 {format_cell(overall['f1'])}. Confusion matrix (rows true real/fake, "
         f"columns predicted real/fake): [[{tn}, {fp}], [{fn}, {tp}]]", "",
         "## By source", "", *_metrics_table(results["by_source"], "source"), "",
         "## By generator", "", *_metrics_table(results["by_generator"], "generator"), "",
@@ -54,17 +55,14 @@ def render_markdown(results: EvaluationResults) -> str:
         def delta(value, ref):
             return "—" if value is None or ref is None else f"{value - ref:+.3f}"
 
+        rows = [["none", clean_auc, "", clean_bacc, "", overall["recall"], overall["tpr_at_5pct_fpr"], overall["ece"]]]
+        rows += [[name, m["roc_auc"], delta(m["roc_auc"], clean_auc), m["balanced_accuracy"],
+                  delta(m["balanced_accuracy"], clean_bacc), m["recall"], m["tpr_at_5pct_fpr"], m["ece"]]
+                 for name, m in results["robustness"].items()]
         lines += ["## Robustness", "",
                   "The same images after each perturbation (applied to the file before the model's preprocessing).",
-                  "", "| perturbation | AUC | Δ AUC | bal. acc | Δ bal. acc | recall | TPR@5%FPR | ECE |",
-                  "|---|---|---|---|---|---|---|---|",
-                  f"| none | {_fmt(clean_auc)} | | {_fmt(clean_bacc)} | | {_fmt(overall['recall'])} | "
-                  f"{_fmt(overall['tpr_at_5pct_fpr'])} | {_fmt(overall['ece'])} |"]
-        for name, m in results["robustness"].items():
-            lines.append(f"| {name} | {_fmt(m['roc_auc'])} | {delta(m['roc_auc'], clean_auc)} | "
-                         f"{_fmt(m['balanced_accuracy'])} | {delta(m['balanced_accuracy'], clean_bacc)} | "
-                         f"{_fmt(m['recall'])} | {_fmt(m['tpr_at_5pct_fpr'])} | {_fmt(m['ece'])} |")
-        lines.append("")
+                  "", markdown_table(["perturbation", "AUC", "Δ AUC", "bal. acc", "Δ bal. acc", "recall", "TPR@5%FPR",
+                                      "ECE"], rows), ""]
     if results.get("calibration"):
         c, s = results["calibration"], results["calibration"]["calibration_set"]
         chosen = (f"for a target FPR of {c['target_fpr']:.0%}" if c.get("target_fpr") is not None
@@ -72,8 +70,8 @@ def render_markdown(results: EvaluationResults) -> str:
         lines += ["## Calibration", "",
                   f"Fitted on `{c['fitted_on']}` ({s['n_real']} real, {s['n_fake']} fake), stored in the model's "
                   f"config: temperature {c['temperature']:.3f}, threshold {c['threshold']:.4f} {chosen} "
-                  f"(on that folder: FPR {_fmt(s['fpr'])}, TPR {_fmt(s['tpr'])}; NLL "
+                  f"(on that folder: FPR {format_cell(s['fpr'])}, TPR {format_cell(s['tpr'])}; NLL "
                   f"{s['nll_before']:.3f} -> {s['nll_after']:.3f}).  ",
-                  f"ECE on the evaluated data: {_fmt(c['ece_before'])} before, {_fmt(c['ece_after'])} after.", ""]
+                  f"ECE on the evaluated data: {format_cell(c['ece_before'])} before, {format_cell(c['ece_after'])} after.", ""]
     lines += ["## Plots", "", "![ROC](roc.png) ![scores](scores.png) ![reliability](reliability.png)", ""]
     return "\n".join(lines)

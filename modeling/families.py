@@ -3,13 +3,13 @@ read per family and a model card can say which families a detector saw in traini
 
 Order matters: the first pattern that matches names the family (Stable Diffusion 3 before the other SD versions,
 DALL-E 3 before DALL-E mini, VQGAN models before GANs). A generator that matches none is its own family.
+
+Standard library only: the evaluation harness, the model card (hub/) and the app all read it.
 """
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable
-from pathlib import Path
 
 FAMILIES: tuple[tuple[str, str], ...] = (
     ("DALL-E 3", r"dall-?e ?3"),
@@ -49,14 +49,3 @@ def seen_in_training(generator: str, training_generators: Iterable[str]) -> str:
         return "family seen"
     return "never seen"
 
-
-def training_generators(model_dir: str | Path) -> list[str] | None:
-    """The fake generators a saved detector was trained on, from its training_config.json (None if unknown)."""
-    record = Path(model_dir, "training_config.json")
-    if not record.is_file():
-        return None
-    data = json.loads(record.read_text()).get("data", {})
-    parts = [*data.get("train", []), *data.get("rehearsal", [])]
-    if not parts or any("generators" not in part for part in parts):
-        return None
-    return sorted({g for part in parts for g in part["generators"]})
