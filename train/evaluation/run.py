@@ -21,6 +21,7 @@ from pathlib import Path
 from transformers import HfArgumentParser
 
 from modeling.formats import (
+    DEFAULT_BAND_ACCURACY,
     DEFAULT_TARGET_FPR,
     DEFAULT_THRESHOLD_POLICY,
     RESULTS_FILE,
@@ -54,6 +55,9 @@ class EvalArguments:
     target_fpr: float = field(default=DEFAULT_TARGET_FPR, metadata={
         "help": "With --threshold_policy fpr: the threshold flags at most this fraction of the calibration folder's "
                 "reals as fake."})
+    band_accuracy: float = field(default=DEFAULT_BAND_ACCURACY, metadata={
+        "help": "With --fit_temperature: the verdict band (Uncertain inside it) is the narrowest around the threshold "
+                "outside which at least this share of --calibration_dir's verdicts is right."})
     native_crop_size: int | None = field(default=None, metadata={
         "help": "Score native pixels instead of the model's resize: a grid of crops of this size (e.g. the training "
                 "crop) spread evenly over the unresized image, logits averaged. Default: the model's eval transform."})
@@ -80,7 +84,7 @@ def main(argv: list[str] | None = None) -> EvaluationResults:
 
     from modeling.detector import fake_index, get_calibration, load_detector, save_detector
     from train.data.folders import load_image_folder
-    from train.evaluation.calibration import check_not_evaluated, fit_calibration
+    from train.evaluation.calibration import check_not_evaluated, decisive_metrics, fit_calibration
     from train.evaluation.metrics import (
         detection_metrics,
         expected_calibration_error,
@@ -107,7 +111,7 @@ def main(argv: list[str] | None = None) -> EvaluationResults:
     calibration = None
     if args.fit_temperature:
         calibration = fit_calibration(model, args.calibration_dir, args.target_fpr, args.batch_size, args.num_workers,
-                                      transform, args.threshold_policy)
+                                      transform, args.threshold_policy, args.band_accuracy)
         model_dir = Path(args.model) if Path(args.model).is_dir() else output_dir / "model"
         save_detector(model.cpu(), model_dir)
         model.to(device)
@@ -139,6 +143,8 @@ def main(argv: list[str] | None = None) -> EvaluationResults:
         "by_source": grouped_metrics(labels, probs, sources, threshold),
         "by_generator": grouped_metrics(labels, probs, generators, threshold),
     }
+    if cal.get("band"):
+        results["decisive"] = decisive_metrics(labels, probs, cal["band"])
     families = np.asarray(families_of(generators), dtype=object)
     results["by_family"] = grouped_metrics(labels, probs, families, threshold)
     generators = np.asarray(generators, dtype=object)
