@@ -107,7 +107,7 @@ def to_openvino(net, input_size: tuple[int, int, int], low_precision: bool):
     """The timm network as an OpenVINO model taking any batch and image size. low_precision: the weights of the stem
     and of every stage but the last become int8 (nncf, per output channel) and the CPU plugin quantizes the
     linear layers' activations on the fly, so ConvNeXt's MLPs run on int8 dot products. The last stage and the
-    head stay bf16: quantizing the last stage too moved p(fake) about 1.5x further from fp32."""
+    head stay bf16: quantizing the last stage too moved p(fake) further from fp32 (benchmarks/README.md)."""
     import openvino as ov
     import torch
 
@@ -187,7 +187,7 @@ def _openvino(load_net, input_size, threads, low_precision, model_dir: Path | No
 class CompiledBackend:
     """torch.compile (inductor) under bf16 autocast, channels_last. dynamic=False: each input size compiles once
     (at load, for the model's crop). freezing: inductor folds the
-    weights as constants and pre-packs them for oneDNN (1.07x faster for convnextv2_base, 1.7x for atto). The lock
+    weights as constants and pre-packs them for oneDNN (faster; measured in benchmarks/README.md). The lock
     keeps concurrent callers out of dynamo's caches, which are not thread-safe."""
 
     name = "torch.compile+bf16"
