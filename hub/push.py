@@ -36,15 +36,16 @@ PROJECT_DIR = Path(__file__).resolve().parents[1]
 # such as the Trainer's training_args.bin) stays local.
 MODEL_FILES = ("config.json", "*.safetensors", "*.safetensors.index.json", "preprocessor_config.json",
                "training_config.json", "eval_results.json", "train_results.json", "all_results.json")
-# What the Space runs: app.py imports only the modeling package and SPACE_PACKAGES, and shows the example images
-# (with their licenses) when the folder exists. It serves the model from the converted-model cache shipped beside it
-# (model_cache/, see modeling/backends.py), so it needs none of torch, timm, transformers or the training stack.
+# What the Space runs: app.py imports only the space and modeling packages and SPACE_PACKAGES, and shows the
+# example images (with their licenses) when the folder exists. It serves the model from the converted-model cache
+# shipped beside it (model_cache/, see modeling/backends.py), so it needs none of torch, timm, transformers or the
+# training stack.
 SPACE_FILES = ("app.py",)
-SPACE_DIRS = ("modeling",)
+SPACE_DIRS = ("space", "modeling")
 OPTIONAL_SPACE_DIRS = ("examples",)
 SPACE_PACKAGES = ("gradio", "openvino", "numpy", "pillow", "huggingface-hub")
 SPACE_CACHE_DIR = "model_cache"  # app.py's default --cache_dir
-SPACE_CONFIG = "space_config.json"  # {"model_id": ...}: the model the Space serves, for when MODEL_ID is unset
+SPACE_CONFIG = "space_config.json"  # {"model_id": ...}: what space/loading.py serves when MODEL_ID is unset
 # Files the Hub website puts in a new repo; a repo holding only these is empty for our purposes.
 EMPTY_REPO_FILES = {".gitattributes", "README.md"}
 SPACE_README = """---

@@ -1,4 +1,5 @@
-"""Runtimes for the detector's network: float32 pixels (N, 3, H, W) in, logits (N, classes) out, as numpy.
+"""Runtimes for the detector's network: float32 pixels (N, 3, H, W) in, as numpy out: the logits (N, classes)
+followed by every patch-map window's logits (modeling/patches.py), one array per image.
 
 `load_backend` tries the candidates in order and keeps the first that works. On a CPU ("auto"): OpenVINO, then
 torch.compile + bf16 (CPUs with native bf16 only; compiling needs a C++ compiler), then ONNX Runtime, then eager
@@ -22,10 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .patches import window_cells, with_patch_logits
+
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "openvino", "compile", "onnx", "torch")
-CACHE_FORMAT = "1"  # bump when the cached model's meaning changes (what is converted, how it is compressed)
+CACHE_FORMAT = "2"  # bump when the cached model's meaning changes (what is converted, how it is compressed)
 
 
 def cpu_has_native_bf16() -> bool:
@@ -53,9 +56,9 @@ def _package_version(name: str) -> str:
         return "none"
 
 
-def cache_key(model_dir: Path, low_precision: bool) -> str:
-    """The weights, config.json and the versions that shape the converted model."""
-    digest = hashlib.sha256(f"{CACHE_FORMAT} low_precision={low_precision}".encode())
+def cache_key(model_dir: Path, low_precision: bool, patch_cells: int) -> str:
+    """The weights, config.json, the patch map's window and the versions that shape the converted model."""
+    digest = hashlib.sha256(f"{CACHE_FORMAT} low_precision={low_precision} cells={patch_cells}".encode())
     for name in ("openvino", "nncf"):
         digest.update(f" {name}={_package_version(name)}".encode())
     for path in sorted(model_dir.glob("*.safetensors")) + [model_dir / "config.json"]:
@@ -67,7 +70,7 @@ def cache_key(model_dir: Path, low_precision: bool) -> str:
 
 class OpenVinoBackend:
     """The network in OpenVINO's CPU plugin. The model is converted once with any input size; each input size it
-    meets (the full crop, the heatmap's windows) gets its own compiled static model, which runs faster than a
+    meets (in the app only the model's crop) gets its own compiled static model, which runs faster than a
     dynamic one. low_precision: bf16 inference with int8 weights (see to_openvino). The lock: an InferRequest is
     not thread-safe, and the app runs one model call at a time anyway."""
 
@@ -127,8 +130,8 @@ def to_openvino(net, input_size: tuple[int, int, int], low_precision: bool):
                                  ignored_scope=nncf.IgnoredScope(patterns=patterns, validate=False))
 
 
-def cached_model_path(cache_dir: Path, model_dir: Path, low_precision: bool) -> Path:
-    return cache_dir / cache_key(model_dir, low_precision) / "model.xml"
+def cached_model_path(cache_dir: Path, model_dir: Path, low_precision: bool, patch_cells: int) -> Path:
+    return cache_dir / cache_key(model_dir, low_precision, patch_cells) / "model.xml"
 
 
 def save_to_cache(model, path: Path) -> None:
@@ -145,21 +148,24 @@ def fill_cache(model_dir: str | Path, cache_dir: str | Path) -> list[Path]:
 
     model_dir, cache_dir = Path(model_dir), Path(cache_dir)
     config = json.loads((model_dir / "config.json").read_text())
-    net = load_detector(model_dir).timm_model.eval()
+    cells = window_cells(model_dir, config)
+    net = with_patch_logits(load_detector(model_dir).timm_model, cells)
     input_size = tuple(config["pretrained_cfg"]["input_size"])
     paths = []
     for low_precision in (False, True) if config.get("input_filter") is None else (False,):
-        path = cached_model_path(cache_dir, model_dir, low_precision)
+        path = cached_model_path(cache_dir, model_dir, low_precision, cells)
         if not path.is_file():
             save_to_cache(to_openvino(net, input_size, low_precision), path)
         paths.append(path)
     return paths
 
 
-def _openvino(load_net, input_size, threads, low_precision, model_dir: Path | None, cache_dir: Path | None):
+def _openvino(load_net, input_size, threads, low_precision, model_dir: Path | None, cache_dir: Path | None,
+              patch_cells: int):
     import openvino as ov
 
-    cached = cached_model_path(cache_dir, model_dir, low_precision) if cache_dir and model_dir else None
+    cached = (cached_model_path(cache_dir, model_dir, low_precision, patch_cells) if cache_dir and model_dir
+              else None)
     if cached is not None and cached.is_file():
         logger.info("Reading the converted model from %s", cached.parent)
         return OpenVinoBackend(ov.Core().read_model(cached), threads, low_precision)
@@ -180,8 +186,8 @@ def _openvino(load_net, input_size, threads, low_precision, model_dir: Path | No
 
 class CompiledBackend:
     """torch.compile (inductor) under bf16 autocast, channels_last. dynamic=False: each input size compiles once
-    (at load for the full crop; the heatmap's window size on its first use). freezing: inductor folds the
-    weights as constants and pre-packs them for oneDNN (faster still: benchmarks/README.md). The lock
+    (at load, for the model's crop). freezing: inductor folds the
+    weights as constants and pre-packs them for oneDNN (faster; measured in benchmarks/README.md). The lock
     keeps concurrent callers out of dynamo's caches, which are not thread-safe."""
 
     name = "torch.compile+bf16"
@@ -248,10 +254,11 @@ class TorchBackend:
             return self.net(self.torch.from_numpy(x).to(self.device)).float().cpu().numpy()
 
 
-def load_backend(config: dict, backend: str = "auto", model_dir: str | Path | None = None, net=None,
-                 cache_dir: str | Path | None = None, threads: int | None = None):
+def load_backend(config: dict, patch_cells: int, backend: str = "auto", model_dir: str | Path | None = None,
+                 net=None, cache_dir: str | Path | None = None, threads: int | None = None):
     """The first of `candidates(backend)` that loads. The timm network comes from `net` or is loaded from model_dir
-    when a candidate needs it (OpenVINO only on a cache miss). An explicitly requested backend that fails raises."""
+    when a candidate needs it (OpenVINO only on a cache miss), wrapped to also score the patch map's windows of
+    patch_cells cells (modeling/patches.py). An explicitly requested backend that fails raises."""
     if net is None and model_dir is None:
         raise ValueError("load_backend needs model_dir or net")
     model_dir = Path(model_dir) if model_dir is not None else None
@@ -264,11 +271,13 @@ def load_backend(config: dict, backend: str = "auto", model_dir: str | Path | No
         if "net" not in loaded:
             from .detector import load_detector
 
-            loaded["net"] = (net if net is not None else load_detector(model_dir).timm_model).eval()
+            timm_net = net if net is not None else load_detector(model_dir).timm_model
+            loaded["net"] = with_patch_logits(timm_net.eval(), patch_cells)
         return loaded["net"]
 
     builders = {
-        "openvino": lambda: _openvino(load_net, input_size, threads, low_precision, model_dir, cache_dir),
+        "openvino": lambda: _openvino(load_net, input_size, threads, low_precision, model_dir, cache_dir,
+                                      patch_cells),
         "compile": lambda: CompiledBackend(load_net(), input_size),
         "onnx": lambda: OnnxBackend(load_net(), input_size, threads),
         "torch": lambda: TorchBackend(load_net()),

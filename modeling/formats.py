@@ -25,6 +25,9 @@ DEFAULT_CALIBRATION = {"temperature": 1.0, "threshold": 0.5}
 THRESHOLD_POLICIES = ("fpr", "balanced_accuracy")
 DEFAULT_THRESHOLD_POLICY = "fpr"
 DEFAULT_TARGET_FPR = 0.05
+# The verdict band: the narrowest around the threshold outside which at least this share of the held-out folder's
+# verdicts is right (train/evaluation/calibration.py's fit_band).
+DEFAULT_BAND_ACCURACY = 0.9
 
 
 class Calibration(TypedDict, total=False):
@@ -34,6 +37,10 @@ class Calibration(TypedDict, total=False):
     target_fpr: float | None  # None with the balanced_accuracy policy
     threshold_policy: str
     fitted_on: str
+    # [low, high] around the threshold, calibrated p(fake): "AI-generated" at or above high, "Real" below low,
+    # "Uncertain" in between (train/evaluation/calibration.py fits it; modeling/inference.py applies it). A model
+    # without one gets the threshold +-0.1.
+    band: list[float]
 
 
 def calibration_from(stored: dict | None) -> Calibration:
@@ -148,6 +155,17 @@ class NeverSeenMetrics(DetectionMetrics):
     generators: list[str]  # the fake generators neither seen nor of a family seen in training
 
 
+class DecisiveMetrics(TypedDict):
+    """How the verdict band serves the evaluated set: the share of images given a decisive verdict (AI-generated
+    or Real, not Uncertain) and how often those verdicts are right."""
+    band: list[float]  # [low, high]
+    n: int  # images evaluated
+    share: float  # of all images, the share with a decisive verdict
+    accuracy: float | None  # of the decisive verdicts, the share that is right; None if there are none
+    fake_share: float | None  # of the fakes, the share called AI-generated; None without fakes
+    real_share: float | None  # of the reals, the share called Real; None without reals
+
+
 class EvaluationResults(_Results, total=False):
     by_generator_vs_real: dict[str, DetectionMetrics]  # each generator's fakes against all reals (needs reals)
     by_family_vs_real: dict[str, DetectionMetrics]  # each family's fakes against all reals (needs reals)
@@ -155,6 +173,7 @@ class EvaluationResults(_Results, total=False):
     never_seen_vs_real: NeverSeenMetrics  # the never-seen generators' fakes against all reals
     calibration: CalibrationFit  # with --calibrate
     robustness: dict[str, DetectionMetrics]  # with --robustness, perturbation name -> metrics
+    decisive: DecisiveMetrics  # for a model with a verdict band (calibration.band)
 
 
 RESULTS_FILE = "results.json"

@@ -59,6 +59,12 @@ def _read_bytes(data: bytes | bytearray | memoryview | str | Path, max_bytes: in
     return data
 
 
+def read_file_bytes(path: str | Path, max_bytes: int = MAX_BYTES) -> bytes:
+    """A file's bytes within read_image's size limit (checked before reading), or ImageReadError: for callers that
+    need the bytes as well as the image, so the file is read once."""
+    return _read_bytes(Path(path), max_bytes)
+
+
 def _too_big_message(size: int, max_bytes: int) -> str:
     return (f"The file is too large ({size / 2**20:.1f} MB); the limit is {max_bytes / 2**20:.0f} MB. "
             "Please upload a smaller or compressed copy.")

@@ -2,16 +2,19 @@
 "uncertain" band, a stability check and a per-patch map.
 
 Everything about the model comes from its folder: config.json (preprocessing, labels, calibration: the
-temperature is already folded into the classifier, the threshold is read here), training_config.json (the crop
-size it was trained on, used by the patch map). The network runs on one of modeling/backends.py's runtimes;
-preprocessing is timm's eval transform written with PIL and numpy (equal to timm's, tested), so serving from the
-cached OpenVINO model needs neither torch nor transformers.
+temperature is already folded into the classifier, the threshold and the verdict band are read here),
+training_config.json (the crop size it was trained on, the patch map's window). The network runs on one of
+modeling/backends.py's runtimes; preprocessing is timm's eval transform written with PIL and numpy (equal to
+timm's, tested), so serving from the cached OpenVINO model needs neither torch nor transformers.
 
-The patch map: the model's input crop is cut into overlapping windows of the training crop size (stride a
-quarter window) and each window is scored on its own; a pixel's value is the mean p(fake) of the windows that
-cover it. It says "this part, seen alone, looks AI-generated / real" on the model's own scale and threshold.
-Against Grad-CAM of the last stage, benchmarks/app_heatmap.py measures which map localises pasted-in generated
-regions and agrees with the verdict (figures in benchmarks/README.md).
+The verdict band: "AI-generated" at or above its upper edge, "Real" below its lower edge, "Uncertain" in between.
+A calibrated model stores the band fitted on its calibration folder (config.calibration["band"], see
+train/evaluation/calibration.py); without one the band is the threshold +-UNCERTAIN_BAND. When the threshold moves
+(the app's slider), the band moves with it and keeps its distances below and above the threshold; an edge that
+would leave [0, 1] collapses onto the threshold, so every score keeps a side.
+
+The patch map comes from the verdict's own forward pass (modeling/patches.py): the head applied to the last
+stage's cells under each window of the training crop size.
 """
 from __future__ import annotations
 
@@ -26,17 +29,17 @@ import numpy as np
 from PIL import Image
 
 from .backends import BACKENDS, load_backend
-from .formats import RESULTS_PATTERNS, calibration_from, read_training_record
+from .formats import RESULTS_PATTERNS, calibration_from
+from .patches import FEATURE_STRIDE, PatchMap, grid_shape, training_crop_size, window_cells
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BACKENDS", "Detector", "PatchMap", "Prediction", "heatmap_overlay", "verdict"]
+__all__ = ["BACKENDS", "Detector", "PatchMap", "Prediction", "band_at", "heatmap_overlay", "verdict"]
 
-UNCERTAIN_BAND = 0.1  # |p(fake) - threshold| below this is reported as "uncertain"
+UNCERTAIN_BAND = 0.1  # a model without a fitted band: |p(fake) - threshold| below this is "uncertain"
 BATCH_CHUNK = 8  # images per backend call in predict_batch: bounds memory whatever the batch size
 STABILITY_JPEG_QUALITY = 75
 STABILITY_SCALE = 0.5
-MIN_WINDOW = 32  # ConvNeXt's total stride: a smaller window has no cell left in the last stage
 _INTERPOLATION = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST,
                   "lanczos": Image.LANCZOS}
 
@@ -53,43 +56,26 @@ class Prediction:
                 "probabilities": self.probabilities, "threshold": self.threshold}
 
 
-@dataclass
-class PatchMap:
-    """p(fake) of each window (rows x cols) over the model's input crop, and where that crop lies in the image."""
-    probabilities: np.ndarray
-    window: int
-    stride: int
-    crop_size: tuple[int, int]  # (height, width) of the model's input
-    crop_box: tuple[float, float, float, float]  # left, top, right, bottom in the input image's pixels
-
-    def pixel_map(self) -> np.ndarray:
-        """(height, width) of the model's input: the mean p(fake) of the windows covering each pixel."""
-        total, count = np.zeros(self.crop_size), np.zeros(self.crop_size)
-        for (row, col), p in np.ndenumerate(self.probabilities):
-            y, x = row * self.stride, col * self.stride
-            total[y:y + self.window, x:x + self.window] += p
-            count[y:y + self.window, x:x + self.window] += 1
-        return total / np.maximum(count, 1)
+def band_at(threshold: float, calibration: dict | None = None) -> tuple[float, float]:
+    """The verdict band (low, high) at `threshold`: the calibration's fitted band keeping its distances from the
+    calibrated threshold, else threshold +- UNCERTAIN_BAND (see the module doc)."""
+    stored = (calibration or {}).get("band")
+    if stored and threshold == calibration["threshold"]:
+        return float(stored[0]), float(stored[1])  # exactly as fitted, with no rounding from the offsets
+    if stored:
+        below, above = calibration["threshold"] - stored[0], stored[1] - calibration["threshold"]
+    else:
+        below = above = UNCERTAIN_BAND
+    low, high = threshold - below, threshold + above
+    return (threshold if low < 0 else low), (threshold if high > 1 else high)
 
 
-def verdict(fake_probability: float, threshold: float, band: float = UNCERTAIN_BAND) -> str:
-    """'fake' at or above threshold + band, 'real' below threshold - band, 'uncertain' in between."""
-    if fake_probability >= threshold + band or (fake_probability >= threshold and threshold + band > 1):
+def verdict(fake_probability: float, band: tuple[float, float]) -> str:
+    """'fake' at or above the band's upper edge, 'real' below its lower edge, 'uncertain' in between."""
+    low, high = band
+    if fake_probability >= high:
         return "fake"
-    if fake_probability < threshold - band or (fake_probability < threshold and threshold - band < 0):
-        return "real"
-    return "uncertain"
-
-
-def training_crop_size(model_dir: Path | None, input_size: int) -> int:
-    """The crop size the model was trained on (training_config.json's augmentation profiles), else half the input;
-    at least MIN_WINDOW, at most the input."""
-    try:
-        record = read_training_record(model_dir) if model_dir else None
-    except (OSError, ValueError, TypeError):  # a damaged record costs the map its window size, not the model
-        record = None
-    sizes = record.crop_sizes() if record else []
-    return min(max(min(sizes, default=input_size // 2), MIN_WINDOW), input_size)
+    return "real" if fake_probability < low else "uncertain"
 
 
 def resolve_model_dir(name_or_path: str | Path) -> Path:
@@ -111,13 +97,11 @@ class Detector:
     "torch") and load the runtime.
     """
 
-    def __init__(self, runtime, config: dict, model_dir: Path | None = None, name: str | None = None,
-                 uncertain_band: float = UNCERTAIN_BAND):
+    def __init__(self, runtime, config: dict, model_dir: Path | None = None, name: str | None = None):
         self.runtime, self.config, self.model_dir = runtime, config, model_dir
         self.name = name or (model_dir.name if model_dir else config.get("architecture", "model"))
         self.calibration = calibration_from(config.get("calibration"))
         self.threshold = float(self.calibration["threshold"])
-        self.uncertain_band = uncertain_band
         self.labels = list(config.get("label_names") or
                            [config["id2label"][k] for k in sorted(config["id2label"], key=int)])
         self.fake_index = self.labels.index("fake") if "fake" in self.labels else len(self.labels) - 1
@@ -133,24 +117,31 @@ class Detector:
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, backend: str = "auto", cache_dir: str | Path | None = None,
-                        threads: int | None = None, **kwargs) -> "Detector":
-        """A local folder saved with save_detector, or a Hub repo id (safetensors only). cache_dir: where the
-        converted OpenVINO model is kept between starts (None: converted at every start)."""
+                        threads: int | None = None) -> "Detector":
+        """A local folder saved with save_detector, or a Hub repo id (safetensors only, through huggingface_hub's
+        cache). cache_dir: where the converted OpenVINO model is kept between starts (None: converted at every
+        start)."""
         model_dir = resolve_model_dir(name_or_path)
         config = json.loads((model_dir / "config.json").read_text())
-        runtime = load_backend(config, backend, model_dir=model_dir, cache_dir=cache_dir, threads=threads)
+        runtime = load_backend(config, window_cells(model_dir, config), backend, model_dir=model_dir,
+                               cache_dir=cache_dir, threads=threads)
         name = str(name_or_path) if not Path(name_or_path).is_dir() else model_dir.resolve().name
-        return cls(runtime, config, model_dir, name=name, **kwargs)
+        return cls(runtime, config, model_dir, name=name)
 
     @classmethod
     def from_model(cls, model, backend: str = "auto", threads: int | None = None, **kwargs) -> "Detector":
         """A TimmWrapperForImageClassification already in memory (nothing is cached)."""
         config = model.config.to_dict()
-        return cls(load_backend(config, backend, net=model.timm_model, threads=threads), config, **kwargs)
+        runtime = load_backend(config, window_cells(None, config), backend, net=model.timm_model, threads=threads)
+        return cls(runtime, config, **kwargs)
 
     @property
     def backend(self) -> str:
         return self.runtime.name
+
+    def band(self, threshold: float | None = None) -> tuple[float, float]:
+        """The verdict band at `threshold` (default: the model's own), see band_at."""
+        return band_at(self.threshold if threshold is None else float(threshold), self.calibration)
 
     def crop_box(self, size: tuple[int, int]) -> tuple[float, float, float, float]:
         """Where the eval transform (resize the short side, centre crop) takes its crop, in input pixels."""
@@ -175,27 +166,45 @@ class Detector:
             out[i] = (pixels.transpose(2, 0, 1) - self.mean) / self.std
         return out
 
-    def _probabilities(self, pixel_values: np.ndarray) -> np.ndarray:
-        logits = self.runtime(pixel_values).astype(np.float64)
+    def _probabilities(self, pixel_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Softmax of the verdict's logits (N, classes) and of every window's (N, rows, cols, classes)."""
+        out = self.runtime(pixel_values).astype(np.float64)
+        classes = len(self.labels)
+        logits = out.reshape(len(out), -1, classes)  # the verdict's logits first, then each window's
         exp = np.exp(logits - logits.max(-1, keepdims=True))
-        return exp / exp.sum(-1, keepdims=True)
+        probs = exp / exp.sum(-1, keepdims=True)
+        rows, cols = grid_shape(pixel_values.shape[2:], self.window)
+        return probs[:, 0], probs[:, 1:].reshape(len(out), rows, cols, classes)
 
     def _prediction(self, p: np.ndarray, threshold: float) -> Prediction:
         p_fake = float(p[self.fake_index])
         return Prediction(p_fake, {name: float(v) for name, v in zip(self.labels, p)},
-                          verdict(p_fake, threshold, self.uncertain_band), threshold)
+                          verdict(p_fake, self.band(threshold)), threshold)
 
     def predict_batch(self, images: list[Image.Image], threshold: float | None = None) -> list[Prediction]:
         """RGB PIL images (see modeling.imageio.read_image) -> one Prediction each."""
         threshold = self.threshold if threshold is None else float(threshold)
         out = []
         for start in range(0, len(images), BATCH_CHUNK):
-            probs = self._probabilities(self.preprocess(images[start:start + BATCH_CHUNK]))
+            probs, _ = self._probabilities(self.preprocess(images[start:start + BATCH_CHUNK]))
             out += [self._prediction(p, threshold) for p in probs]
         return out
 
     def predict(self, image: Image.Image, threshold: float | None = None) -> Prediction:
         return self.predict_batch([image], threshold)[0]
+
+    def predict_with_map(self, image: Image.Image, threshold: float | None = None) -> tuple[Prediction, PatchMap]:
+        """The Prediction and the patch map of one image, from one forward pass."""
+        threshold = self.threshold if threshold is None else float(threshold)
+        probs, windows = self._probabilities(self.preprocess([image]))
+        stride = FEATURE_STRIDE  # one cell of the last stage
+        patches = PatchMap(windows[0, ..., self.fake_index], self.window, stride, self.input_size,
+                           self.crop_box(image.size))
+        return self._prediction(probs[0], threshold), patches
+
+    def patch_map(self, image: Image.Image) -> PatchMap:
+        """p(fake) of every window of the training crop size over the model's input crop (see modeling/patches)."""
+        return self.predict_with_map(image)[1]
 
     def stability(self, image: Image.Image, prediction: Prediction) -> dict:
         """p(fake) after what re-uploading often does (JPEG quality 75; a 0.5x resize) and whether the verdict at
@@ -208,24 +217,18 @@ class Detector:
         return {"jpeg_quality_75": jpeg.fake_probability, "resized_half": resized.fake_probability,
                 "verdict_holds": jpeg.label == resized.label == prediction.label}
 
-    def patch_map(self, image: Image.Image) -> PatchMap:
-        """p(fake) of every window of the training crop size over the model's input crop (see the module doc)."""
-        pixels = self.preprocess([image])[0]
-        height, width = self.input_size
-        window = self.window
-        stride = max(1, window // 4)
-        rows, cols = (height - window) // stride + 1, (width - window) // stride + 1
-        windows = np.stack([pixels[:, r * stride:r * stride + window, c * stride:c * stride + window]
-                            for r in range(rows) for c in range(cols)])
-        probs = np.concatenate([self._probabilities(windows[i:i + 32]) for i in range(0, len(windows), 32)])
-        return PatchMap(probs[:, self.fake_index].reshape(rows, cols), window, stride, (height, width),
-                        self.crop_box(image.size))
+
+# Inside the band a patch is painted grey; outside it, at least this much of the colour, rising to full at 0 or 1,
+# so a patch that crosses the band's edge is visibly blue or red rather than a faint tint.
+MIN_COLOUR = 0.45
+GREY = (150, 150, 150)
 
 
-def heatmap_overlay(image: Image.Image, patches: PatchMap, threshold: float, alpha: float = 0.6,
+def heatmap_overlay(image: Image.Image, patches: PatchMap, band: tuple[float, float], alpha: float = 0.65,
                     max_side: int | None = 1024) -> Image.Image:
-    """The image (shrunk to max_side) with the patch map painted on the part the model saw: red where a patch alone
-    scores at or above the threshold, blue below, stronger the further from it; outside the model's crop, dimmed."""
+    """The image (shrunk to max_side) with the patch map painted on the part the model saw, on the verdict's scale:
+    grey where a patch's score is inside the verdict band, red at or above its upper edge, blue below its lower
+    edge, stronger towards 1 or 0; outside the model's crop, dimmed."""
     base = image.convert("RGB")
     if max_side and max(base.size) > max_side:  # a 16 MP float overlay would cost ~200 MB per request
         base.thumbnail((max_side, max_side), Image.BILINEAR)
@@ -233,14 +236,16 @@ def heatmap_overlay(image: Image.Image, patches: PatchMap, threshold: float, alp
     left, top, right, bottom = (round(v * scale) for v in patches.crop_box)
     size = (max(1, right - left), max(1, bottom - top))
     p = np.asarray(Image.fromarray(patches.pixel_map().astype(np.float32), mode="F").resize(size, Image.BILINEAR))
-    # Distance from the threshold on each side, scaled to [-1, 1]: full colour at p = 0 or p = 1.
-    below, above = max(threshold, 1e-6), max(1 - threshold, 1e-6)
-    signed = np.where(p >= threshold, (p - threshold) / above, (p - threshold) / below)
-    colour = np.zeros((*p.shape, 3), dtype=np.float32)
-    colour[..., 0] = np.clip(signed, 0, 1) * 255  # red: this patch alone looks AI-generated
-    colour[..., 2] = np.clip(-signed, 0, 1) * 255  # blue: it looks like a photograph
-    strength = (np.abs(signed) * alpha)[..., None]
+    low, high = band
+    fake = np.clip((p - high) / max(1 - high, 1e-6), 0, 1)  # 0 at the band's upper edge, 1 at p = 1
+    real = np.clip((low - p) / max(low, 1e-6), 0, 1)  # 0 at its lower edge, 1 at p = 0
+    colour = np.empty((*p.shape, 3), dtype=np.float32)
+    colour[:] = GREY
+    strength = np.full(p.shape, alpha * 0.5, dtype=np.float32)  # inside the band: a grey veil
+    for mask, amount, rgb in ((p >= high, fake, (255, 0, 0)), (p < low, real, (0, 60, 255))):
+        colour[mask] = rgb
+        strength[mask] = alpha * (MIN_COLOUR + (1 - MIN_COLOUR) * amount[mask])
     out = np.asarray(base, dtype=np.float32) * 0.45  # dim everything, then restore the crop
     region = np.asarray(base.crop((left, top, left + size[0], top + size[1])), dtype=np.float32)
-    out[top:top + size[1], left:left + size[0]] = region * (1 - strength) + colour * strength
+    out[top:top + size[1], left:left + size[0]] = region * (1 - strength[..., None]) + colour * strength[..., None]
     return Image.fromarray(np.clip(out, 0, 255).astype(np.uint8))

@@ -140,3 +140,17 @@ def odd_image_cases() -> dict[str, tuple[str, bytes, str | None]]:
         "alpha": ("alpha.png", encode_image(photo.convert("RGBA"), "PNG"), None),
         "grayscale": ("gray.jpg", encode_image(photo.convert("L"), "JPEG"), None),
     }
+
+
+def hub_cache_with(repo_id: str, model_dir: Path, cache: Path) -> Path:
+    """A huggingface_hub cache (HF_HUB_CACHE layout: models--owner--name/{refs/main, snapshots/<commit>/}) holding
+    model_dir's files as repo_id, so offline loading by repo id can be tested without the Hub."""
+    import shutil
+
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    commit = "0" * 40
+    snapshot = repo / "snapshots" / commit
+    shutil.copytree(model_dir, snapshot)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    return cache

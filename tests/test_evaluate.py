@@ -62,6 +62,11 @@ def test_cli_writes_results_plots_and_saves_the_calibrated_model_to_a_new_folder
     assert stored["temperature"] == pytest.approx(cal["temperature"])
     assert stored["threshold"] == pytest.approx(cal["threshold"]) == pytest.approx(results["model"]["threshold"])
     assert stored["target_fpr"] == 0.2 and stored["fitted_on"] == str(cal_dir)
+    low, high = stored["band"]  # fitted with the threshold, and what it does on the evaluated set
+    assert low <= stored["threshold"] <= high
+    decisive = results["decisive"]
+    assert decisive["band"] == [low, high] and decisive["n"] == 12
+    assert set(decisive) == {"band", "n", "share", "accuracy", "fake_share", "real_share"}
 
     md = (out / "results.md").read_text()
     for heading in ("## Overall", "## By source", "## By generator", "## Robustness", "## Calibration"):

@@ -1,14 +1,17 @@
 """'This verdict is wrong' stores an imagefolder, and train/run.py's continual phase learns from it (the loop in the
 README's "Feedback that feeds training"), end to end on a tiny model."""
 import csv
+import hashlib
 import json
 
 import gradio as gr
 import pytest
 from conftest import FAST, make_image, make_image_folder
 
-import app
+from modeling.imageio import read_image
 from modeling.inference import Detector
+from space.feedback import save_feedback
+from space.single_tab import analyse
 from train import run
 
 
@@ -18,11 +21,11 @@ def test_feedback_folder_feeds_the_continual_phase(tmp_path, tiny_detector_dir):
     uploads = [make_image(tmp_path / "uploads" / f"{i}.{'png' if i % 2 else 'jpg'}", seed=i, fake=i % 2 == 0,
                           fmt="PNG" if i % 2 else "JPEG") for i in range(4)]
     for i, path in enumerate(uploads):
-        state = app.analyse(detector, {"path": str(path)}, detector.threshold)[-1]
-        assert "stored" in app.save_feedback(feedback, state, "fake" if i % 2 == 0 else "real", detector.name)
-    assert "already reported" in app.save_feedback(feedback, state, "real", detector.name)
+        state = analyse(detector, {"path": str(path)}, detector.threshold)[6]
+        assert "stored" in save_feedback(feedback, state, "fake" if i % 2 == 0 else "real", detector.name)
+    assert "already reported" in save_feedback(feedback, state, "real", detector.name)
     with pytest.raises(gr.Error, match="Analyse an image first"):
-        app.save_feedback(feedback, None, "real", detector.name)
+        save_feedback(feedback, None, "real", detector.name)
 
     with (feedback / "metadata.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
@@ -30,7 +33,9 @@ def test_feedback_folder_feeds_the_continual_phase(tmp_path, tiny_detector_dir):
     assert {r["source"] for r in rows} == {"feedback"} and {r["model"] for r in rows} == {detector.name}
     for row, upload in zip(rows, uploads):
         assert (feedback / row["file_name"]).read_bytes() == upload.read_bytes()  # the original bytes
-        assert row["file_name"].startswith(f"{row['label']}/") and row["file_name"].endswith(upload.suffix)
+        # <label>/<sha256>.<ext>, as the README says
+        digest = hashlib.sha256(upload.read_bytes()).hexdigest()
+        assert row["file_name"] == f"{row['label']}/{digest}{upload.suffix}"
 
     # The loop: the feedback folder as the new source, old data replayed, then serve the result.
     old = make_image_folder(tmp_path / "old", n_per_class=4, seed=1)
@@ -43,4 +48,4 @@ def test_feedback_folder_feeds_the_continual_phase(tmp_path, tiny_detector_dir):
     (new,) = config["data"]["train"]
     assert new["n"] == 4 and new["sources"] == ["feedback"] and (new["n_real"], new["n_fake"]) == (2, 2)
     retrained = Detector.from_pretrained(out, backend="torch")
-    assert 0 <= retrained.predict(app.read_image(uploads[0])).fake_probability <= 1
+    assert 0 <= retrained.predict(read_image(uploads[0])).fake_probability <= 1

@@ -276,7 +276,7 @@ def test_dry_run_writes_exactly_the_upload(tmp_path, model_dir, card, forbid_net
     assert (model / "README.md").read_text() == card
 
     space = out["space"]
-    packaged = {p.relative_to(ROOT).as_posix() for folder in ("modeling", "examples")
+    packaged = {p.relative_to(ROOT).as_posix() for folder in ("space", "modeling", "examples")
                 for p in (ROOT / folder).rglob("*") if p.is_file() and "__pycache__" not in p.parts}
     assert any(p.endswith(".py") for p in packaged)
     cache = {p.relative_to(space).as_posix() for p in (space / "model_cache").rglob("*") if p.is_file()}
@@ -387,14 +387,16 @@ def test_packaged_space_builds_its_ui_from_its_own_files(tmp_path, model_dir, fo
     import gradio as gr
 
     space = push(model_dir, REPO, space_id=SPACE, dry_run=tmp_path / "dry")["space"]
-    with imported_from(space, "modeling", "app"):
-        app = importlib.import_module("app")
+    with imported_from(space, "modeling", "space", "app"):
+        importlib.import_module("app")  # what the Hub's Gradio SDK runs
+        loading, page = importlib.import_module("space.loading"), importlib.import_module("space.page")
         assert Path(sys.modules["modeling"].__file__).parents[1] == space
-        detector, warning = app.load_app_detector(str(model_dir))  # what app.main() does, without launch()
+        assert Path(loading.__file__).parents[1] == space
+        detector, warning = loading.load_app_detector(str(model_dir))  # what app.main() does, without launch()
         assert warning is None
-        assert isinstance(app.build_demo(detector, warning), gr.Blocks)
+        assert isinstance(page.build_demo(detector, warning), gr.Blocks)
         if (ROOT / "examples").is_dir():
-            assert app.EXAMPLES_DIR == space / "examples" and any(app.EXAMPLES_DIR.iterdir())
+            assert loading.SPACE_DIR / "examples" == space / "examples" and any((space / "examples").iterdir())
 
 
 @pytest.mark.slow

@@ -3,7 +3,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from train.evaluation.calibration import check_not_evaluated, fit_temperature, nll, threshold_for_fpr
+from train.evaluation.calibration import (
+    check_not_evaluated,
+    decisive_metrics,
+    fit_band,
+    fit_temperature,
+    nll,
+    threshold_for_fpr,
+)
 from train.evaluation.metrics import (
     METRIC_KEYS,
     detection_metrics,
@@ -205,3 +212,32 @@ def test_robustness_sweep_is_jpeg_rescaling_blur_and_crop_each_changing_the_imag
         out = perturb(img)
         changed = out.size != img.size or _diff(img, out) > 0
         assert out.mode == "RGB" and changed, name
+
+
+# --- the verdict band --------------------------------------------------------------------------------------------
+
+# Ten scores around a threshold of 0.5, worked by hand: reals 0.1 0.2 0.3 0.45 0.55, fakes 0.4 0.52 0.6 0.7 0.9.
+BAND_LABELS = [0, 0, 0, 0, 0, 1, 1, 1, 1, 1]
+BAND_PROBS = [0.1, 0.2, 0.3, 0.45, 0.55, 0.4, 0.52, 0.6, 0.7, 0.9]
+
+
+def test_band_is_the_narrowest_whose_outside_verdicts_reach_the_accuracy():
+    # No band (0.5, 0.5): 8 of 10 right. [0.35, 0.575]: 0.1 0.2 0.3 real, 0.6 0.7 0.9 fake, all 6 right; no
+    # narrower pair reaches 90% (e.g. [0.35, 0.535] calls 0.55 fake: 6 of 7 = 86%).
+    assert fit_band(BAND_LABELS, BAND_PROBS, 0.5, accuracy=0.9) == pytest.approx([0.35, 0.575])
+    assert fit_band(BAND_LABELS, BAND_PROBS, 0.5, accuracy=0.8) == pytest.approx([0.5, 0.5])  # already 80% right
+    low, high = fit_band(BAND_LABELS, BAND_PROBS, 0.5, accuracy=0.85)
+    assert low <= 0.5 <= high and high - low < 0.575 - 0.35
+
+
+def test_band_that_no_cut_can_make_right_leaves_every_verdict_uncertain(caplog):
+    assert fit_band([1, 0, 1, 0], [0.1, 0.3, 0.5, 0.8], 0.4, accuracy=0.9) == [0.0, 1.0]
+    assert "every verdict will be Uncertain" in caplog.text
+
+
+def test_decisive_record_counts_what_the_band_decides():
+    record = decisive_metrics(BAND_LABELS, BAND_PROBS, [0.35, 0.575])
+    assert record == {"band": [0.35, 0.575], "n": 10, "share": 0.6, "accuracy": 1.0, "fake_share": 0.6,
+                      "real_share": 0.6}
+    wide = decisive_metrics(BAND_LABELS, BAND_PROBS, [0.0, 1.0])
+    assert wide["share"] == 0.0 and wide["accuracy"] is None

@@ -7,6 +7,11 @@ The threshold is then chosen on the calibrated probabilities of the folder, by o
 most `target_fpr` of its real images (a bound on false accusations, on data like this folder), "balanced_accuracy"
 takes the best balanced accuracy on it (the cut that best separates the two classes there).
 
+The verdict band is fitted last, on the same calibrated probabilities: the narrowest band around the threshold
+outside which the folder's verdicts are at least `band_accuracy` right (fit_band). Inside it the app says
+"Uncertain"; decisive_metrics measures what the band does on any set (the share of decisive verdicts and their
+accuracy), which `python -m train.evaluation` writes to results.json and the app's headline states.
+
 The whole procedure is here (fit_calibration: score the folder, fit, fold into the model, measure the fit); its
 defaults (DEFAULT_CALIBRATION, DEFAULT_TARGET_FPR, DEFAULT_THRESHOLD_POLICY) and the results.json format are
 modeling.formats'.
@@ -23,10 +28,12 @@ from sklearn.metrics import roc_curve
 
 from modeling.detector import apply_temperature, eval_transform, fake_index, set_calibration
 from modeling.formats import (
+    DEFAULT_BAND_ACCURACY,
     DEFAULT_TARGET_FPR,
     DEFAULT_THRESHOLD_POLICY,
     THRESHOLD_POLICIES,
     CalibrationFit,
+    DecisiveMetrics,
     class_counts,
     false_positive_rate,
 )
@@ -100,6 +107,52 @@ def choose_threshold(labels, fake_probs, policy: str = DEFAULT_THRESHOLD_POLICY,
     raise ValueError(f"unknown threshold policy {policy!r}; known: {THRESHOLD_POLICIES}")
 
 
+def fit_band(labels, fake_probs, threshold: float, accuracy: float = DEFAULT_BAND_ACCURACY) -> list[float]:
+    """[low, high] with low <= threshold <= high: the narrowest band outside which verdicts ("fake" at or above high,
+    "real" below low) are at least `accuracy` right on this folder; of equally narrow bands, the one with the most
+    decisive verdicts. Edges sit halfway between neighbouring scores (as the thresholds do), or on the threshold.
+    If no band reaches `accuracy`, [0, 1]: every verdict is Uncertain (a warning says so)."""
+    labels = np.asarray(labels, dtype=int)
+    probs = np.asarray(fake_probs, dtype=np.float64)
+    scores = np.unique(probs)
+    mids = (scores[1:] + scores[:-1]) / 2
+    lows = np.concatenate([[threshold], mids[mids < threshold][::-1], [0.0]])  # 0.0: no "real" verdict at all
+    highs = np.concatenate([[threshold], mids[mids > threshold], [1.0]])
+    # Decisive verdicts and right ones for each candidate edge, then for every (low, high) pair at once.
+    real_calls = (probs[None, :] < lows[:, None]).sum(1)
+    real_right = ((probs[None, :] < lows[:, None]) & (labels == 0)).sum(1)
+    fake_calls = (probs[None, :] >= highs[:, None]).sum(1)
+    fake_right = ((probs[None, :] >= highs[:, None]) & (labels == 1)).sum(1)
+    calls = real_calls[:, None] + fake_calls[None, :]
+    right = real_right[:, None] + fake_right[None, :]
+    feasible = (calls > 0) & (right >= accuracy * calls - 1e-9)
+    if not feasible.any():
+        logger.warning("No verdict band reaches %.0f%% accuracy on this folder: every verdict will be Uncertain.",
+                       100 * accuracy)
+        return [0.0, 1.0]
+    width = np.where(feasible, highs[None, :] - lows[:, None], np.inf)
+    best = np.flatnonzero(width == width.min())
+    i, j = np.unravel_index(best[np.argmax(calls.ravel()[best])], width.shape)
+    return [float(lows[i]), float(highs[j])]
+
+
+def decisive_metrics(labels, fake_probs, band) -> DecisiveMetrics:
+    """What the band does on a set: how many images get a decisive verdict, and how often those are right."""
+    labels = np.asarray(labels, dtype=int)
+    probs = np.asarray(fake_probs, dtype=np.float64)
+    low, high = band
+    fake_calls, real_calls = probs >= high, probs < low
+    decisive = fake_calls | real_calls
+    right = (fake_calls & (labels == 1)) | (real_calls & (labels == 0))
+
+    def share(part, whole) -> float | None:
+        return float(part.sum() / whole.sum()) if whole.sum() else None
+
+    return {"band": [float(low), float(high)], "n": int(labels.size), "share": share(decisive, labels >= 0),
+            "accuracy": share(right, decisive), "fake_share": share(fake_calls & (labels == 1), labels == 1),
+            "real_share": share(real_calls & (labels == 0), labels == 0)}
+
+
 def check_not_evaluated(calibration_dir: str | Path, data_dirs: list[str | Path]) -> None:
     """Refuse a calibration folder that is, contains or lies inside an evaluation folder: fitting on the data
     being measured would make the reported calibration and false-positive rate look better than they are."""
@@ -112,18 +165,19 @@ def check_not_evaluated(calibration_dir: str | Path, data_dirs: list[str | Path]
 
 
 def calibrate(model, temperature: float, threshold: float, target_fpr: float | None, fitted_on: str,
-              policy: str = DEFAULT_THRESHOLD_POLICY) -> dict:
+              policy: str = DEFAULT_THRESHOLD_POLICY, band: list[float] | None = None) -> dict:
     """Fold the temperature into the model's classifier and record the calibration in its config."""
     apply_temperature(model, temperature)
-    return set_calibration(model, threshold=threshold, target_fpr=target_fpr, fitted_on=fitted_on,
-                           threshold_policy=policy)
+    fields = dict(threshold=threshold, target_fpr=target_fpr, fitted_on=fitted_on, threshold_policy=policy)
+    return set_calibration(model, **fields, **({"band": band} if band is not None else {}))
 
 
 def fit_calibration(model, calibration_dir: str | Path, target_fpr: float = DEFAULT_TARGET_FPR, batch_size: int = 64,
-                    num_workers: int = 0, transform=None,
-                    policy: str = DEFAULT_THRESHOLD_POLICY) -> CalibrationFit:
-    """Score the held-out folder (with `transform`, default the model's eval transform), fit temperature and
-    threshold (by `policy`, see choose_threshold), fold both into the model; the numbers for results.json."""
+                    num_workers: int = 0, transform=None, policy: str = DEFAULT_THRESHOLD_POLICY,
+                    band_accuracy: float = DEFAULT_BAND_ACCURACY) -> CalibrationFit:
+    """Score the held-out folder (with `transform`, default the model's eval transform), fit temperature,
+    threshold (by `policy`, see choose_threshold) and verdict band (fit_band), fold them into the model; the numbers
+    for results.json."""
     ds = load_image_folder(calibration_dir)
     labels = np.asarray(ds["label"])
     logits = predict_logits(model, image_files(ds), transform or eval_transform(model), batch_size, num_workers)
@@ -133,7 +187,9 @@ def fit_calibration(model, calibration_dir: str | Path, target_fpr: float = DEFA
     probs = fake_probs_from_logits(logits / temperature, fake_index(model.config))
     target_fpr = target_fpr if policy == "fpr" else None
     threshold = choose_threshold(labels, probs, policy, target_fpr)
-    cal = calibrate(model, temperature, threshold, target_fpr, fitted_on=str(calibration_dir), policy=policy)
+    band = fit_band(labels, probs, threshold, band_accuracy)
+    cal = calibrate(model, temperature, threshold, target_fpr, fitted_on=str(calibration_dir), policy=policy,
+                    band=band)
     at_threshold = detection_metrics(labels, probs, threshold)
     n_real, n_fake = class_counts(at_threshold)
     return {

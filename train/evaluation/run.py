@@ -25,7 +25,13 @@ from pathlib import Path
 
 from transformers import HfArgumentParser
 
-from modeling.formats import DEFAULT_TARGET_FPR, DEFAULT_THRESHOLD_POLICY, THRESHOLD_POLICIES, EvaluationResults
+from modeling.formats import (
+    DEFAULT_BAND_ACCURACY,
+    DEFAULT_TARGET_FPR,
+    DEFAULT_THRESHOLD_POLICY,
+    THRESHOLD_POLICIES,
+    EvaluationResults,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +61,9 @@ class EvalArguments:
     target_fpr: float = field(default=DEFAULT_TARGET_FPR, metadata={
         "help": "With --threshold_policy fpr: the threshold flags at most this fraction of the calibration folder's "
                 "reals as fake."})
+    band_accuracy: float = field(default=DEFAULT_BAND_ACCURACY, metadata={
+        "help": "With --calibrate: the verdict band (Uncertain inside it) is the narrowest around the threshold "
+                "outside which at least this share of --calibration_dir's verdicts is right."})
     native_crop_size: int | None = field(default=None, metadata={
         "help": "Score native pixels instead of the model's resize: a grid of crops of this size (e.g. the training "
                 "crop) spread evenly over the unresized image, logits averaged. Default: the model's eval transform."})
@@ -98,7 +107,7 @@ def main(argv: list[str] | None = None) -> EvaluationResults:
         local = Path(args.model) if Path(args.model).is_dir() else None
         model_path = args.calibrated_model_dir or str(output_dir / "model")
         fit = steps.calibrate(model, args.calibration_dir, Path(model_path), local, args.target_fpr,
-                              args.threshold_policy, transform, **batches)
+                              args.threshold_policy, args.band_accuracy, transform, **batches)
 
     data = steps.load_data(args.data_dir)
     clean_start = time.perf_counter()

@@ -18,7 +18,7 @@ from modeling.detector import fake_index, get_calibration, load_detector, save_d
 from modeling.families import families_of, seen_in_training
 from modeling.formats import RESULTS_FILE, CalibrationFit, EvaluationResults, read_training_record, write_results
 from train.data.folders import load_image_folder
-from train.evaluation.calibration import fit_calibration
+from train.evaluation.calibration import decisive_metrics, fit_calibration
 from train.evaluation.metrics import (
     detection_metrics,
     expected_calibration_error,
@@ -49,11 +49,12 @@ def load_model(name_or_path: str, device: torch.device):
 
 
 def calibrate(model, calibration_dir: str, save_to: Path, model_dir: Path | None, target_fpr: float, policy: str,
-              transform, batch_size: int, num_workers: int) -> CalibrationFit:
-    """Fit temperature and threshold on `calibration_dir` (train/evaluation/calibration.py), fold both into `model`
+              band_accuracy: float, transform, batch_size: int, num_workers: int) -> CalibrationFit:
+    """Fit temperature, threshold and verdict band on `calibration_dir` (train/evaluation/calibration.py), fold both into `model`
     and save it to `save_to`. When save_to is the model's own folder its calibration is rewritten in place;
     otherwise save_to is a new folder holding the model's other files (training_config.json, notes) too."""
-    fit = fit_calibration(model, calibration_dir, target_fpr, batch_size, num_workers, transform, policy)
+    fit = fit_calibration(model, calibration_dir, target_fpr, batch_size, num_workers, transform, policy,
+                          band_accuracy)
     in_place = model_dir is not None and save_to.resolve() == model_dir.resolve()
     if model_dir is not None and not in_place:
         save_to.mkdir(parents=True, exist_ok=True)
@@ -115,6 +116,8 @@ def measure(args: dict, name_or_path: str, model, data: EvaluationData, probs, t
         "by_generator": grouped_metrics(labels, probs, list(data.generators), threshold),
         "by_family": grouped_metrics(labels, probs, data.families, threshold),
     }
+    if cal.get("band"):
+        results["decisive"] = decisive_metrics(labels, probs, cal["band"])
     if (labels == 0).any():
         results["by_generator_vs_real"] = _against_reals(data, probs, data.generators, threshold)
         results["by_family_vs_real"] = _against_reals(data, probs, data.families, threshold)
