@@ -30,8 +30,10 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from accelerate.data_loader import prepare_data_loader
 from timm.optim import param_groups_layer_decay
 from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
+from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
@@ -202,6 +204,19 @@ class DetectorTrainer(Trainer):
     # which the atomic save needs; _created_lr_scheduler tells train() that it may rebuild the scheduler on a new call.
     def _get_train_sampler(self, train_dataset=None):
         return self.train_sampler if self.train_sampler is not None else super()._get_train_sampler(train_dataset)
+
+    def get_train_dataloader(self) -> DataLoader:
+        dataset = self.train_dataset
+        if not getattr(dataset, "split_by_rank", False) or self.args.world_size == 1:
+            return super().get_train_dataloader()
+        # Each rank streams its own share (train/data/build.py). accelerate's default for an iterable dataset
+        # would have rank 0 read for every rank (dispatch_batches) or cut each share again; here batches are only
+        # moved to the device.
+        loader = DataLoader(dataset, batch_size=self._train_batch_size, collate_fn=self.data_collator,
+                            num_workers=self.args.dataloader_num_workers, pin_memory=self.args.dataloader_pin_memory,
+                            persistent_workers=self.args.dataloader_persistent_workers,
+                            prefetch_factor=self.args.dataloader_prefetch_factor)
+        return prepare_data_loader(loader, self.args.device, num_processes=1, process_index=0, put_on_device=True)
 
     def _get_output_dir(self, trial) -> str:
         run_dir = super()._get_output_dir(trial)
