@@ -71,7 +71,7 @@ def tree_rows(root: Path, label_map: dict | None, label: str | None, source: str
 
 def csv_rows(root: Path, csv_name: str, image_column: str, label_column: str, label_map: dict | None,
              source: str, generator_column: str | None = None) -> list[dict]:
-    """Rows of a CSV label file; image paths are relative to the CSV's folder."""
+    """Rows of a CSV label file; image paths are relative to the CSV's folder or to `root`."""
     table = root / csv_name
     mapping = _normalised_map(label_map) if label_map else None
     rows, unmapped, missing = [], Counter(), 0
@@ -90,6 +90,8 @@ def csv_rows(root: Path, csv_name: str, image_column: str, label_column: str, la
             elif (lab := mapping[value]) is None:
                 continue
             path = table.parent / record[image_column]
+            if not path.is_file():  # some sets list paths from the set's root instead of the CSV's folder
+                path = root / record[image_column]
             if not path.is_file():
                 missing += 1
                 continue

@@ -35,7 +35,7 @@ class SourceSpec:
     generator: str | None = None       # generator for all fakes of this source
     generator_folder: int | None = None  # path: the folder at this depth under the root names the generator
     csv: str | None = None             # path: a CSV label file (relative to the folder) with image_column and
-                                       # label_column, its paths relative to the CSV's folder
+                                       # label_column, paths relative to the CSV's folder or the root
     streaming: bool = False            # iterate from the Hub instead of downloading (sets too big for the disk)
     profile: str | dict = "train"      # augmentation profile (train/transforms.py), name or {base: ..., overrides}
     max_samples: int | None = None     # cap, drawn at random with the run's seed
