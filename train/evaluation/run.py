@@ -71,6 +71,11 @@ def _counts(values) -> dict[str, int]:
 
 
 def main(argv: list[str] | None = None) -> EvaluationResults:
+    import sys
+
+    from train.evaluation import compare
+    if compare.is_comparison(sys.argv[1:] if argv is None else argv):  # several --model: side by side (compare.py)
+        return compare.main(argv)
     parser = HfArgumentParser(EvalArguments, prog="python -m train.evaluation")
     (args,) = parser.parse_args_into_dataclasses(args=argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
