@@ -74,3 +74,42 @@ def test_one_process_reads_the_whole_stream(tmp_path, monkeypatch):
     dataset, _, summary = build_training_data([spec], lambda profile: transform)
     assert not dataset.split_by_rank and summary["streaming"]["world_size"] == 1
     assert torch.stack([s["pixel_values"] for s in dataset]).shape == (6, 3, 16, 16)
+
+
+def test_torchrun_streaming_run_gives_each_rank_its_own_share(tmp_path):
+    """Through train/run.py and the Trainer: the loader must not hand rank 0's reading to both, nor cut a share again."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    from conftest import ROOT, TINY_ARCH
+
+    data = write_parquet_shards(tmp_path / "set0", 12, 4)
+    worker = tmp_path / "worker.py"
+    worker.write_text(textwrap.dedent(f"""
+        import os, sys
+        import datasets
+        import train.data.samples as samples
+        from train.run import main
+        datasets.config.SLEEP_TIME_ON_THREADS_SHUTDOWN = 0
+        decode = samples.decode_image
+        def recording(value, *args):
+            with open(os.path.join({str(tmp_path)!r}, "read" + os.environ["RANK"]), "a") as f:
+                f.write(os.path.basename(value["path"]) + "\\n")
+            return decode(value, *args)
+        samples.decode_image = recording
+        main(sys.argv[1:])
+    """))
+    config = tmp_path / "stream.yaml"
+    config.write_text(f"train_sources:\n  - {{hub: {str(data)!r}, streaming: true}}\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone", str(worker),
+           str(config), "--model_name_or_path", TINY_ARCH, "--pretrained", "false", "--image_size", "32",
+           "--output_dir", str(tmp_path / "out"), "--max_steps", "3", "--per_device_train_batch_size", "2",
+           "--ddp_backend", "gloo", "--dataloader_num_workers", "0", "--report_to", "none", "--use_cpu"]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    reads = [(tmp_path / f"read{r}").read_text().split() for r in (0, 1)]
+    # 3 steps of 2 images per rank = one pass over a share of 6: together the 12 images, each once
+    assert sorted(reads[0] + reads[1]) == sorted(f"set0_{i}.png" for i in range(12))

@@ -216,7 +216,8 @@ class DetectorTrainer(Trainer):
                             num_workers=self.args.dataloader_num_workers, pin_memory=self.args.dataloader_pin_memory,
                             persistent_workers=self.args.dataloader_persistent_workers,
                             prefetch_factor=self.args.dataloader_prefetch_factor)
-        return prepare_data_loader(loader, self.args.device, num_processes=1, process_index=0, put_on_device=True)
+        return prepare_data_loader(loader, self.args.device, num_processes=1, process_index=0, put_on_device=True,
+                                   dispatch_batches=False)
 
     def _get_output_dir(self, trial) -> str:
         run_dir = super()._get_output_dir(trial)
