@@ -76,6 +76,7 @@ def test_one_process_reads_the_whole_stream(tmp_path, monkeypatch):
     assert torch.stack([s["pixel_values"] for s in dataset]).shape == (6, 3, 16, 16)
 
 
+@pytest.mark.slow  # ~45 s: two torchrun processes through train/run.py
 def test_torchrun_streaming_run_gives_each_rank_its_own_share(tmp_path):
     """Through train/run.py and the Trainer: the loader must not hand rank 0's reading to both, nor cut a share again."""
     import os
