@@ -16,6 +16,8 @@ What the subclass changes, and why:
 - Checkpoints appear atomically: the Trainer writes checkpoint-N file by file in place, so a run killed mid-save
   leaves a checkpoint-N that `resume_from_checkpoint=True` picks (the highest number) and cannot load. Here it
   writes into a staging folder, and checkpoint-N appears in one rename once every process has finished.
+- A streamed training set already split between ranks (train/data/build.py) gets a loader that only moves batches
+  to the device: accelerate's default would have rank 0 read for all ranks, or cut every rank's share again.
 Everything else (AMP and GradScaler, gradient accumulation and clipping, checkpoints with optimizer, scheduler,
 scaler and RNG states, resume, DDP) is the Trainer's own.
 """
