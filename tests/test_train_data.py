@@ -292,7 +292,7 @@ def test_config_file_with_flag_overrides(tmp_path):
         parse_args([str(tmp_path / "bad.yaml")])
 
 
-@pytest.mark.parametrize("config", sorted((Path(__file__).parents[1] / "train" / "configs").glob("*.yaml")),
+@pytest.mark.parametrize("config", sorted((Path(__file__).parents[1] / "train" / "configs").rglob("*.yaml")),
                          ids=lambda p: p.name)
 def test_shipped_configs_parse(config):
     from train.run import parse_args

@@ -224,7 +224,7 @@ def load_data(data_args: DataArguments, model, training_args: DetectorTrainingAr
     with training_args.main_process_first(desc="loading data"):
         train_set, sampler, summary = build_training_data(
             train_specs, make_transform, training_args.seed, rehearsal_specs, data_args.rehearsal_ratio, limits,
-            data_args.source_balance)
+            data_args.source_balance, training_args.process_index, training_args.world_size)
         scoring = eval_transform(model)
         validation = build_eval_data(validation_specs, scoring, training_args.seed, limits)
         test = build_eval_data(test_specs, scoring, training_args.seed, limits)

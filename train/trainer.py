@@ -16,6 +16,8 @@ What the subclass changes, and why:
 - Checkpoints appear atomically: the Trainer writes checkpoint-N file by file in place, so a run killed mid-save
   leaves a checkpoint-N that `resume_from_checkpoint=True` picks (the highest number) and cannot load. Here it
   writes into a staging folder, and checkpoint-N appears in one rename once every process has finished.
+- A streamed training set already split between ranks (train/data/build.py) gets a loader that only moves batches
+  to the device: accelerate's default would have rank 0 read for all ranks, or cut every rank's share again.
 Everything else (AMP and GradScaler, gradient accumulation and clipping, checkpoints with optimizer, scheduler,
 scaler and RNG states, resume, DDP) is the Trainer's own.
 """
@@ -30,8 +32,10 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from accelerate.data_loader import prepare_data_loader
 from timm.optim import param_groups_layer_decay
 from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
+from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
@@ -210,6 +214,20 @@ class DetectorTrainer(Trainer):
     # runs only after the files are written in place).
     def _get_train_sampler(self, train_dataset=None):
         return self.train_sampler if self.train_sampler is not None else super()._get_train_sampler(train_dataset)
+
+    def get_train_dataloader(self) -> DataLoader:
+        dataset = self.train_dataset
+        if not getattr(dataset, "split_by_rank", False) or self.args.world_size == 1:
+            return super().get_train_dataloader()
+        # Each rank streams its own share (train/data/build.py). accelerate's default for an iterable dataset
+        # would have rank 0 read for every rank (dispatch_batches) or cut each share again; here batches are only
+        # moved to the device.
+        loader = DataLoader(dataset, batch_size=self._train_batch_size, collate_fn=self.data_collator,
+                            num_workers=self.args.dataloader_num_workers, pin_memory=self.args.dataloader_pin_memory,
+                            persistent_workers=self.args.dataloader_persistent_workers,
+                            prefetch_factor=self.args.dataloader_prefetch_factor)
+        return prepare_data_loader(loader, self.args.device, num_processes=1, process_index=0, put_on_device=True,
+                                   dispatch_batches=False)
 
     def _get_output_dir(self, trial) -> str:
         run_dir = super()._get_output_dir(trial)

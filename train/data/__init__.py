@@ -1,6 +1,7 @@
 """Training and evaluation data: image folders and Hub datasets as one `datasets.Dataset` schema. One seam a
-module: folders.py, sources.py (SourceSpec, Hub datasets), samples.py (decoding, placeholders, the batch),
-sampling.py (the epoch order), build.py (what the Trainer takes).
+module: folders.py, layouts.py (downloaded sets in their own layouts, through a label_map), sources.py (SourceSpec,
+Hub datasets), samples.py (decoding, placeholders, the batch), sampling.py (the epoch order), build.py (what the
+Trainer takes; a streamed mix split between ranks).
 
 Every source, whatever its origin, becomes a dataset with the columns
     image (datasets.Image), label (int, real=0 / fake=1), source (str), generator (str; "none" for reals)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import datasets
 import numpy as np
+from datasets.distributed import split_dataset_by_node
 
 from train.data.samples import DataLimits, ImageSamples, StreamingImageSamples
 from train.data.sampling import EpochSampler, source_balance_weights
@@ -25,11 +26,14 @@ def _summary(spec: SourceSpec, ds) -> dict:
 
 def build_training_data(specs: Sequence[SourceSpec], make_transform, seed: int = 0,
                         rehearsal_specs: Sequence[SourceSpec] = (), rehearsal_ratio: float = 8.0,
-                        limits: DataLimits = DataLimits(), source_balance: float = 0.0):
+                        limits: DataLimits = DataLimits(), source_balance: float = 0.0, rank: int = 0,
+                        world_size: int = 1):
     """-> (dataset, sampler or None, summary). `make_transform(profile)` builds one augmentation pipeline.
 
-    Map-style sources give an ImageSamples + EpochSampler (replay included); if any source streams, the
-    sources are interleaved into a StreamingImageSamples (no replay: it needs to know the old sources' rows)."""
+    Map-style sources give an ImageSamples + EpochSampler (replay included; every rank computes the same order
+    and the Trainer hands each its batches). If any source streams, the sources are interleaved into a
+    StreamingImageSamples (no replay: it needs to know the old sources' rows), every row once per epoch, and
+    process `rank` of `world_size` reads only its own share of the stream."""
     parts = [load_source(s, seed) for s in specs]
     old = [load_source(s, seed) for s in rehearsal_specs]
     by_key = {s.profile_key: s.profile for s in [*specs, *rehearsal_specs]}  # name (or JSON of a dict) -> profile
@@ -48,12 +52,16 @@ def build_training_data(specs: Sequence[SourceSpec], make_transform, seed: int =
                 ds = ds.to_iterable_dataset(num_shards=min(64, max(1, len(ds) // 1000)))
             tid = profiles.index(spec.profile_key)
             streams.append(ds.map(lambda r, tid=tid: {"transform_id": tid}))
+        # Without replacement: the default strategies stop at the first exhausted source or repeat the small ones
         rows = streams[0] if len(streams) == 1 else datasets.interleave_datasets(
-            streams, seed=seed, stopping_strategy="all_exhausted")
+            streams, seed=seed, stopping_strategy="all_exhausted_without_replacement")
+        # The same seed on every rank, so every rank shuffles the shards alike and the split below is a partition
+        rows = rows.shuffle(seed=seed, buffer_size=1000)
+        if world_size > 1:
+            rows = split_dataset_by_node(rows, rank, world_size)
         names = [s.display_name for s in specs]
-        summary["streaming"] = True
-        return (StreamingImageSamples(rows.shuffle(seed=seed, buffer_size=1000), transforms, names, limits), None,
-                summary)
+        summary["streaming"] = {"world_size": world_size, "n_shards": rows.num_shards}
+        return StreamingImageSamples(rows, transforms, names, limits, split_by_rank=world_size > 1), None, summary
 
     rows = datasets.concatenate_datasets(parts + old)
     row_transform = np.concatenate([np.full(len(d), profiles.index(s.profile_key))

@@ -92,8 +92,9 @@ class StreamingImageSamples(torch.utils.data.IterableDataset):
     from the stream (there is no batch shape to keep before batching) and counted in the log."""
 
     def __init__(self, rows: datasets.IterableDataset, transforms: Sequence, source_names: Sequence[str],
-                 limits: DataLimits = DataLimits()):
+                 limits: DataLimits = DataLimits(), split_by_rank: bool = False):
         self.rows = rows
+        self.split_by_rank = split_by_rank  # rows are this process's share already: the loader must not cut again
         self.transforms = list(transforms)
         self.source_index = {name: i for i, name in enumerate(source_names)}  # sources of the mix; -1 if unknown
         self.limits = limits

@@ -12,25 +12,30 @@ import datasets
 import numpy as np
 
 from train.data.folders import FEATURES, default_generator, label_id, load_image_folder
+from train.data.layouts import load_layout
 
 
 @dataclass
 class SourceSpec:
     """One data source, as written in a config file (a plain folder path is the short form)."""
-    path: str | None = None            # image folder: real/ + fake/, or imagefolder with metadata.csv
+    path: str | None = None            # image folder: real/ + fake/, imagefolder with metadata.csv, or any tree
+                                       # read through label_map / label / csv (train/data/layouts.py)
     hub: str | None = None             # anything datasets.load_dataset takes: a Hub name or a local dataset folder
     name: str | None = None            # source name for rows without one (default: folder name / Hub name)
     config: str | None = None
     split: str = "train"
     revision: str | None = None
-    data_dir: str | None = None
+    data_dir: str | None = None        # Hub: load_dataset's data_dir; path: the subfolder to read (e.g. train)
     image_column: str = "image"
     label_column: str = "label"
-    label_map: dict | None = None      # the dataset's label value -> "real" / "fake"
+    label_map: dict | None = None      # label value (Hub, CSV) or folder name (path) -> real / fake / null (skip)
     label: str | None = None           # every row has this label (single-class sets, e.g. a generator's output)
     source_column: str | None = None
     generator_column: str | None = None
     generator: str | None = None       # generator for all fakes of this source
+    generator_folder: int | None = None  # path: the folder at this depth under the root names the generator
+    csv: str | None = None             # path: a CSV label file (relative to the folder) with image_column and
+                                       # label_column, paths relative to the CSV's folder or the root
     streaming: bool = False            # iterate from the Hub instead of downloading (sets too big for the disk)
     profile: str | dict = "train"      # augmentation profile (train/transforms.py), name or {base: ..., overrides}
     max_samples: int | None = None     # cap, drawn at random with the run's seed
@@ -118,8 +123,14 @@ def load_hub_source(spec: SourceSpec) -> datasets.Dataset | datasets.IterableDat
 
 def load_source(spec: SourceSpec, seed: int = 0) -> datasets.Dataset | datasets.IterableDataset:
     """The source's rows (image not decoded), capped to spec.max_samples."""
-    if spec.path is not None:
-        ds = load_image_folder(spec.path, source=spec.name)
+    source_name = spec.name or (Path(spec.path).expanduser().resolve().name if spec.path else None)
+    if spec.path is not None and (spec.label_map or spec.label or spec.csv or spec.generator_folder is not None):
+        ds = load_layout(Path(spec.path, spec.data_dir or ""), source_name, spec.label_map, spec.label, spec.csv,
+                         spec.image_column, spec.label_column, spec.generator, spec.generator_column,
+                         spec.generator_folder)
+        ds = ds.cast_column("image", datasets.Image(decode=False))
+    elif spec.path is not None:
+        ds = load_image_folder(Path(spec.path, spec.data_dir or ""), source=source_name)
         if spec.generator:
             ds = ds.map(lambda r: {"generator": spec.generator if r["label"] else "none"})
         ds = ds.cast_column("image", datasets.Image(decode=False))
