@@ -85,17 +85,12 @@ def parse_args(argv: list[str] | None = None) -> EvalArguments:
 
 
 def main(argv: list[str] | None = None) -> EvaluationResults:
-<<<<<<< HEAD
-    args = parse_args(argv)
-=======
     import sys
 
     from train.evaluation import compare
     if compare.is_comparison(sys.argv[1:] if argv is None else argv):  # several --model: side by side (compare.py)
         return compare.main(argv)
-    parser = HfArgumentParser(EvalArguments, prog="python -m train.evaluation")
-    (args,) = parser.parse_args_into_dataclasses(args=argv)
->>>>>>> seed
+    args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import torch
 
