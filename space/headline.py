@@ -3,10 +3,9 @@ images and flags photos on images from sources it never saw, and, for a model wi
 images get a decisive verdict and how often those are right, so what the headline promises is what the page does."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from modeling.formats import RESULTS_FILE, false_positive_rate
+from modeling.formats import false_positive_rate, find_results, read_results
 from modeling.inference import Detector
 
 # Below this ROC AUC on images from unseen generators the page calls the model what it is.
@@ -18,15 +17,10 @@ MOSTLY_UNCERTAIN = 0.5
 def evaluation_summary(model_dir: Path | None) -> dict | None:
     """The headline numbers of the model's evaluation: results.json beside the weights (`*/results.json`, or
     `eval/*/results.json` as published on the Hub), preferring a set named ood (sources the model never saw)."""
-    if model_dir is None:
+    path = find_results(model_dir) if model_dir is not None else None
+    if path is None:
         return None
-    paths = [model_dir / RESULTS_FILE, *sorted(model_dir.glob(f"*/{RESULTS_FILE}")),
-             *sorted(model_dir.glob(f"eval/*/{RESULTS_FILE}"))]
-    paths = [p for p in paths if p.is_file()]
-    if not paths:
-        return None
-    path = next((p for p in paths if "ood" in p.parent.name), paths[0])
-    results = json.loads(path.read_text())
+    results = read_results(path)
     overall = results["overall"]
     return {"set": path.parent.name, "unseen": "ood" in path.parent.name, "n": overall["n"],
             "caught": overall["recall"], "false_alarms": false_positive_rate(overall) or 0.0,

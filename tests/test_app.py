@@ -19,6 +19,7 @@ import space.uploads
 from conftest import ROOT, TINY_ARCH, encode_image, free_port, make_image, odd_image_cases
 from modeling import build_detector, load_detector, save_detector, set_calibration
 from modeling.backends import cpu_has_native_bf16, to_openvino
+from modeling.formats import TrainingRecord, write_training_record
 from modeling.imageio import MAX_BYTES, read_image
 from modeling.inference import Detector, band_at, heatmap_overlay, verdict
 from modeling.provenance import read_provenance
@@ -46,8 +47,8 @@ def detector_dir_64(tmp_path_factory):
     """A random atto at 64 px, with the crop size it was 'trained' on recorded as training_config.json does."""
     folder = tmp_path_factory.mktemp("detector_64")
     save_detector(build_detector(TINY_ARCH, pretrained=False, image_size=64), folder)
-    (folder / "training_config.json").write_text(json.dumps(
-        {"augmentation_profiles": {"train": {"crop_size": 32}, "light": {"crop": "resized"}}}))
+    write_training_record(folder, TrainingRecord(
+        augmentation_profiles={"train": {"crop_size": 32}, "light": {"crop": "resized"}}))
     return folder
 
 
@@ -279,7 +280,7 @@ def test_patch_map_is_the_head_on_each_window_of_the_verdicts_own_forward(detect
 
 def test_a_window_as_large_as_the_input_scores_what_the_verdict_scores(tmp_path):
     folder = save_detector(build_detector(TINY_ARCH, pretrained=False, image_size=64), tmp_path / "m")
-    (folder / "training_config.json").write_text(json.dumps({"augmentation_profiles": {"t": {"crop_size": 64}}}))
+    write_training_record(folder, TrainingRecord(augmentation_profiles={"t": {"crop_size": 64}}))
     det = Detector.from_pretrained(folder, backend="onnx")
     image = read_image(make_image(tmp_path / "x.jpg", seed=6, size=(70, 64)))
     prediction, patches = det.predict_with_map(image)
