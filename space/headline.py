@@ -33,8 +33,9 @@ def decisive_sentence(decisive: dict, where: str) -> str:
     text = (f"On {where}, **{decisive['share']:.0%} of images get a decisive verdict, {decisive['accuracy']:.0%} "
             f"of those are right**; the rest get *Uncertain*.")
     if decisive["fake_share"] < MOSTLY_UNCERTAIN:
-        called = (f"only {decisive['fake_share']:.0%} of them were" if decisive["fake_share"] >= 0.005 else
-                  "none of them was")
+        share = decisive["fake_share"]
+        called = ("none of them was" if share == 0 else "under 1% of them were" if share < 0.005 else
+                  f"only {share:.0%} of them were")
         text += f" Most AI-generated images get *Uncertain*, not *AI-generated*: {called} called AI-generated there."
     return text
 

@@ -406,6 +406,8 @@ def test_headline_states_the_decisive_share_and_says_plainly_when_fakes_get_unce
     assert "Most AI-generated images get *Uncertain*, not *AI-generated*: only 20% of them" in model_headline(det)
     write_results(model_dir / "eval_ood", decisive={**decisive, "fake_share": 0.0})
     assert "*AI-generated*: none of them was called AI-generated there." in model_headline(det)
+    write_results(model_dir / "eval_ood", decisive={**decisive, "fake_share": 0.001})
+    assert "*AI-generated*: under 1% of them were called AI-generated there." in model_headline(det)
 
 
 # --- provenance --------------------------------------------------------------------------------------------
