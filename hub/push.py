@@ -28,6 +28,8 @@ from huggingface_hub import CommitOperationAdd, HfApi, SpaceCard, SpaceCardData,
 from transformers import HfArgumentParser
 
 from hub.card import PROJECT_LICENSE, license_of, load_eval_sets, build_model_card
+# space_config.json, {"model_id": ...}: what the Space serves when MODEL_ID is unset (space/loading.py reads it)
+from space.loading import SPACE_CONFIG
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +47,6 @@ SPACE_DIRS = ("space", "modeling")
 OPTIONAL_SPACE_DIRS = ("examples",)
 SPACE_PACKAGES = ("gradio", "openvino", "numpy", "pillow", "huggingface-hub")
 SPACE_CACHE_DIR = "model_cache"  # app.py's default --cache_dir
-SPACE_CONFIG = "space_config.json"  # {"model_id": ...}: what space/loading.py serves when MODEL_ID is unset
 # Files the Hub website puts in a new repo; a repo holding only these is empty for our purposes.
 EMPTY_REPO_FILES = {".gitattributes", "README.md"}
 SPACE_README = """---

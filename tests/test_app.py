@@ -19,6 +19,7 @@ import space.uploads
 from conftest import ROOT, TINY_ARCH, encode_image, free_port, make_image, odd_image_cases
 from modeling import build_detector, load_detector, save_detector, set_calibration
 from modeling.backends import cpu_has_native_bf16, to_openvino
+from modeling import formats
 from modeling.formats import TrainingRecord, write_training_record
 from modeling.imageio import MAX_BYTES, read_image
 from modeling.inference import Detector, band_at, heatmap_overlay, verdict
@@ -49,6 +50,14 @@ def detector_dir_64(tmp_path_factory):
     save_detector(build_detector(TINY_ARCH, pretrained=False, image_size=64), folder)
     write_training_record(folder, TrainingRecord(
         augmentation_profiles={"train": {"crop_size": 32}, "light": {"crop": "resized"}}))
+    return folder
+
+
+def copy_weights(model_dir, folder):
+    """A model folder holding only the weights and config of model_dir (no evaluation, no training record)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("config.json", "model.safetensors"):
+        (folder / name).write_bytes((model_dir / name).read_bytes())
     return folder
 
 
@@ -145,10 +154,7 @@ def test_backends_are_tried_in_order(monkeypatch, tiny_detector_dir, caplog):
 
 
 def test_converted_model_is_cached_and_keyed_by_the_weights(tmp_path, detector_dir_64, monkeypatch):
-    model_dir = tmp_path / "model"
-    model_dir.mkdir()
-    for name in ("config.json", "model.safetensors"):
-        (model_dir / name).write_bytes((detector_dir_64 / name).read_bytes())
+    model_dir = copy_weights(detector_dir_64, tmp_path / "model")
     image = read_image(make_image(tmp_path / "x.jpg", seed=1, size=(70, 64)))
     first = Detector.from_pretrained(model_dir, backend="openvino", cache_dir=tmp_path / "cache")
     assert len(list((tmp_path / "cache").glob("*/model.xml"))) == 1
@@ -368,15 +374,12 @@ def write_results(folder, tn=90, fp=10, fn=60, tp=40, auc=0.7, decisive=None):
     folder.mkdir(parents=True, exist_ok=True)
     overall = {"n": tn + fp + fn + tp, "recall": tp / (tp + fn), "roc_auc": auc, "confusion_matrix": [[tn, fp],
                                                                                                      [fn, tp]]}
-    (folder / "results.json").write_text(json.dumps({"overall": overall, "by_source": {},
-                                                     **({"decisive": decisive} if decisive else {})}))
+    formats.write_results(folder / formats.RESULTS_FILE, {"overall": overall, "by_source": {},
+                                                          **({"decisive": decisive} if decisive else {})})
 
 
 def test_headline_says_what_is_served(tmp_path, tiny_detector_dir):
-    model_dir = tmp_path / "m"
-    model_dir.mkdir()
-    for name in ("config.json", "model.safetensors"):
-        (model_dir / name).write_bytes((tiny_detector_dir / name).read_bytes())
+    model_dir = copy_weights(tiny_detector_dir, tmp_path / "m")
     det = Detector.from_pretrained(model_dir, backend="torch")
     assert "how often it is right is unknown" in model_headline(det)
     write_results(model_dir / "eval_val", tn=50, fp=0, fn=0, tp=50, auc=1.0)
@@ -390,10 +393,7 @@ def test_headline_says_what_is_served(tmp_path, tiny_detector_dir):
 
 
 def test_headline_states_the_decisive_share_and_says_plainly_when_fakes_get_uncertain(tmp_path, tiny_detector_dir):
-    model_dir = tmp_path / "m"
-    model_dir.mkdir()
-    for name in ("config.json", "model.safetensors"):
-        (model_dir / name).write_bytes((tiny_detector_dir / name).read_bytes())
+    model_dir = copy_weights(tiny_detector_dir, tmp_path / "m")
     det = Detector.from_pretrained(model_dir, backend="torch")
     decisive = {"band": [0.4, 0.7], "n": 200, "share": 0.72, "accuracy": 0.881, "fake_share": 0.64,
                 "real_share": 0.8}

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from scipy.stats import spearmanr
 
-from modeling.formats import RESULTS_FILE, read_results
+from modeling.formats import RESULTS_FILE, format_cell, markdown_table, read_results
 
 
 @dataclass
@@ -59,16 +59,11 @@ def rank_correlation(rows: list[Row]) -> float | None:
 
 
 def render(rows: list[Row]) -> str:
-    def f(v, digits=3):
-        return "—" if v is None else f"{v:.{digits}f}" if isinstance(v, float) else str(v)
-
-    lines = ["| model | step | train loss | val AUC | ood AUC | val bal. acc | ood bal. acc |", "|---" * 7 + "|"]
-    for r in rows:
-        lines.append(f"| {r.name} | {f(r.step)} | {f(r.train_loss)} | {f(r.val_auc)} | {f(r.ood_auc)} | "
-                     f"{f(r.val_balanced_accuracy)} | {f(r.ood_balanced_accuracy)} |")
-    rho = rank_correlation(rows)
-    lines += ["", f"Spearman rank correlation of val AUC with ood AUC over {len(rows)} models: {f(rho, 2)}"]
-    return "\n".join(lines) + "\n"
+    header = ("model", "step", "train loss", "val AUC", "ood AUC", "val bal. acc", "ood bal. acc")
+    table = markdown_table(header, ((r.name, r.step, r.train_loss, r.val_auc, r.ood_auc, r.val_balanced_accuracy,
+                                     r.ood_balanced_accuracy) for r in rows))
+    rho = format_cell(rank_correlation(rows), digits=2)
+    return f"{table}\n\nSpearman rank correlation of val AUC with ood AUC over {len(rows)} models: {rho}\n"
 
 
 def main(argv: list[str] | None = None) -> str:

@@ -19,10 +19,11 @@ from pathlib import Path
 
 from transformers import HfArgumentParser
 
+from modeling.formats import METRIC_KEYS, markdown_table
+
 logger = logging.getLogger(__name__)
 # The table's columns: every scalar of train.evaluation.metrics.detection_metrics, then the confusion counts
-METRICS = ("n", "accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc", "average_precision",
-           "tpr_at_1pct_fpr", "tpr_at_5pct_fpr", "ece")
+METRICS = tuple(k for k in METRIC_KEYS if k != "confusion_matrix")
 COUNTS = ("tn", "fp", "fn", "tp")
 
 
@@ -74,16 +75,12 @@ def table_rows(results: dict) -> list[dict]:
 
 
 def render_markdown(rows: list[dict], info: dict) -> str:
-    def cell(value):
-        return "—" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
-
     columns = ["model", "source", *METRICS, *COUNTS, "threshold"]
     lines = [f"# {len(info['models'])} detectors on {', '.join(f'`{d}`' for d in info['data_dir'])}", "",
              "Every metric of `python -m train.evaluation` (positive class = fake; each model at its own threshold; "
              "— where a metric is undefined for a one-class group). Models: "
              + "; ".join(f"{n} = `{m}` ({a}, {s} px)" for n, m, a, s in info["models"]) + ".", "",
-             "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(row[c]) for c in columns) + " |" for row in rows]
+             markdown_table(columns, ([row[c] for c in columns] for row in rows))]
     return "\n".join(lines + ["", "![ROC](roc.png)", ""])
 
 
