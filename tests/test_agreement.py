@@ -40,3 +40,23 @@ def test_command_writes_one_row_per_model_in_order(tmp_path):
     assert [r.split(" | ")[0] for r in rows] == ["| base", "| long"]
     assert "| 0.700 | 0.800 |" in rows[1]
     assert (tmp_path / "t.md").read_text() == table
+
+
+def test_checkpoint_without_val_results_takes_the_trainers_evaluation_at_its_step(tmp_path):
+    state = {"global_step": 1000, "save_steps": 500, "log_history": [
+        {"step": 500, "eval_roc_auc": 0.9, "eval_balanced_accuracy": 0.8}, {"step": 1000, "loss": 0.3},
+        {"step": 1000, "eval_roc_auc": 0.75, "eval_balanced_accuracy": 0.6}]}
+    folder = tmp_path / "run" / "checkpoint-1000"
+    (folder / "eval_ood").mkdir(parents=True)
+    write_results(folder / "eval_ood" / RESULTS_FILE, {"overall": {"roc_auc": 0.7, "balanced_accuracy": 0.65}})
+    (folder / "trainer_state.json").write_text(json.dumps(state))
+    row = read_row(folder)
+    assert (row.val_auc, row.val_balanced_accuracy, row.ood_auc) == (0.75, 0.6, 0.7)
+
+
+def test_model_without_any_val_figures_is_an_error(tmp_path):
+    folder = tmp_path / "model"
+    (folder / "eval_ood").mkdir(parents=True)
+    write_results(folder / "eval_ood" / RESULTS_FILE, {"overall": {"roc_auc": 0.7, "balanced_accuracy": 0.65}})
+    with pytest.raises(FileNotFoundError, match="eval_val"):
+        read_row(folder)
