@@ -5,8 +5,9 @@
 Each model folder must hold `eval_ood/results.json` and `eval_val/results.json` (written by `python -m
 train.evaluation --output_dir <model>/eval_val`, ...). A Trainer checkpoint's `trainer_state.json` adds its step
 and the mean training loss since the previous checkpoint; without `eval_val/`, the val figures are the Trainer's
-own evaluation at that step (the same metrics on its validation set, so a checkpoint need not be scored twice). The table has one row per model, in the order given, and
-the Spearman rank correlation of val AUC against ood AUC over all rows: whether picking on val picks well on ood.
+own evaluation at that step (the same metrics on its validation set, so a checkpoint need not be scored twice).
+The table has one row per model, in the order given, and the Spearman rank correlation of val AUC against ood AUC
+over all rows: whether picking on val picks well on ood.
 """
 from __future__ import annotations
 
@@ -37,9 +38,8 @@ def read_trainer_state(folder: Path) -> dict | None:
     return json.loads(state_file.read_text()) if state_file.is_file() else None
 
 
-def training_progress(folder: Path) -> tuple[int | None, float | None]:
-    """(global step, mean training loss over the logs since the previous save) of a Trainer checkpoint."""
-    state = read_trainer_state(folder)
+def training_progress(state: dict | None) -> tuple[int | None, float | None]:
+    """(global step, mean training loss over the logs since the previous save) of a Trainer checkpoint's state."""
     if state is None:
         return None, None
     step, every = state["global_step"], state.get("save_steps") or state["global_step"]
@@ -47,9 +47,8 @@ def training_progress(folder: Path) -> tuple[int | None, float | None]:
     return step, sum(losses) / len(losses) if losses else None
 
 
-def trainer_evaluation(folder: Path) -> dict | None:
+def trainer_evaluation(state: dict | None) -> dict | None:
     """The Trainer's evaluation metrics logged at a checkpoint's own step (prefix dropped), or None."""
-    state = read_trainer_state(folder)
     if state is None:
         return None
     logged = [e for e in state["log_history"] if e.get("step") == state["global_step"] and "eval_roc_auc" in e]
@@ -58,12 +57,13 @@ def trainer_evaluation(folder: Path) -> dict | None:
 
 def read_row(folder: str | Path, val_name: str = "eval_val", ood_name: str = "eval_ood") -> Row:
     folder = Path(folder)
+    state = read_trainer_state(folder)
     val_file = folder / val_name / RESULTS_FILE
-    val = read_results(val_file)["overall"] if val_file.is_file() else trainer_evaluation(folder)
+    val = read_results(val_file)["overall"] if val_file.is_file() else trainer_evaluation(state)
     if val is None:
         raise FileNotFoundError(f"{val_file} is missing and {folder} has no Trainer evaluation at its step")
     ood = read_results(folder / ood_name / RESULTS_FILE)["overall"]
-    step, loss = training_progress(folder)
+    step, loss = training_progress(state)
     name = f"{folder.parent.name}/{folder.name}" if folder.name.startswith("checkpoint-") else folder.name
     return Row(name, val["roc_auc"], ood["roc_auc"], val["balanced_accuracy"], ood["balanced_accuracy"], step, loss)
 
