@@ -4,14 +4,17 @@ from pathlib import Path
 import pytest
 import timm
 import torch
+import yaml
 from conftest import model_probabilities
 from transformers import pipeline
 
 from modeling import get_calibration, load_detector
+from modeling.formats import read_training_record
 from modeling.imageio import read_image
 
-DEMO = Path(__file__).resolve().parents[1] / "checkpoints" / "demo"
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "checkpoints" / "demo"
+EXAMPLES = ROOT / "examples"
 
 
 def test_demo_model_is_small_safetensors_with_card_and_results():
@@ -41,3 +44,14 @@ def test_demo_model_pipeline_scores_an_example(image):
     out = pipeline("image-classification", model=str(DEMO))(str(image))
     expected = model_probabilities(DEMO, read_image(image))
     assert {o["label"]: o["score"] for o in out} == pytest.approx(expected, abs=1e-5)
+
+
+def test_demo_config_is_the_recipe_the_shipped_model_recorded():
+    """train/configs/demo.yaml reproduces checkpoints/demo: every setting it names is what the shipped run used
+    (only where the run wrote its output differs)."""
+    config = yaml.safe_load((ROOT / "train" / "configs" / "demo.yaml").read_text())
+    recorded = read_training_record(DEMO).settings()
+    as_recorded = {"report_to": lambda v: [v] if isinstance(v, str) else v}
+    differ = {key: (value, recorded.get(key)) for key, value in config.items()
+              if key != "output_dir" and as_recorded.get(key, lambda v: v)(value) != recorded.get(key)}
+    assert not differ, f"demo.yaml vs the shipped model's training_config.json: {differ}"
