@@ -20,7 +20,7 @@ from train.evaluation.metrics import (
     load_detection_metric,
     tpr_at_fpr,
 )
-from train.evaluation.perturbations import PERTURBATIONS, center_crop, down_up, gaussian_blur, jpeg
+from train.evaluation.perturbations import PERTURBATIONS, center_crop, down_up, gaussian_blur, jpeg, reshare
 
 # 5 reals and 5 fakes. At threshold 0.5: reals 0.55 and 0.70 are false positives, fake 0.40 is missed.
 LABELS = [0, 0, 0, 0, 0, 1, 1, 1, 1, 1]
@@ -204,9 +204,16 @@ def test_center_crop_halves_each_side_and_keeps_the_centre_pixels():
     assert np.array_equal(np.asarray(crop), np.asarray(img)[12:36, 16:48])
 
 
-def test_robustness_sweep_is_jpeg_rescaling_blur_and_crop_each_changing_the_image():
+def test_reshare_delivers_the_downscaled_jpeg_not_an_upscaled_copy():
+    img = _photo(size=(64, 48))
+    out = reshare(img, 0.5, 75)
+    assert out.size == (32, 24) and out.mode == "RGB"
+    assert np.array_equal(np.asarray(out), np.asarray(jpeg(img.resize((32, 24), Image.BICUBIC), 75)))
+
+
+def test_robustness_sweep_is_jpeg_rescaling_blur_crop_and_reshare_each_changing_the_image():
     assert list(PERTURBATIONS) == ["jpeg_q95", "jpeg_q75", "jpeg_q50", "down_up_0.5", "down_up_0.25",
-                                   "blur_sigma1", "center_crop_0.5"]
+                                   "blur_sigma1", "center_crop_0.5", "reshare_0.5_q75"]
     img = _photo()
     for name, perturb in PERTURBATIONS.items():
         out = perturb(img)

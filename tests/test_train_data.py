@@ -1,5 +1,6 @@
 """train/data/ and train/transforms.py: folders and Hub-style sources, bad files, replay, augmentation profiles,
 and run.py's config-file parsing."""
+import dataclasses
 import json
 from collections import Counter
 from pathlib import Path
@@ -231,6 +232,8 @@ def test_profiles_match_the_recipe():
     assert (continual.scale, continual.jitter, continual.jpeg_quality) == ((0.85, 1.0), (0.03, 0.03, 0.03, 0.01),
                                                                           (88, 98))
     assert get_profile({"base": "light", "jpeg_p": 0.5}).jpeg_p == 0.5
+    assert get_profile('{"base": "native", "crop_size": 96, "scale": [0.5, 1]}') == dataclasses.replace(
+        PROFILES["native"], crop_size=96, scale=(0.5, 1))
     with pytest.raises(ValueError, match="unknown augmentation profile"):
         get_profile("heavy")
 

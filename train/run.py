@@ -77,7 +77,8 @@ class DataArguments:
     rehearsal_ratio: float = field(default=8.0, metadata={
         "help": "Replayed old images per new image each epoch (the seed's new:replay = 1:8)"})
     train_profile: str = field(default="train", metadata={
-        "help": "Augmentation profile of sources that name none: train, light, continual or native"})
+        "help": "Augmentation profile of sources that name none: train, light, continual, wild or native, or JSON "
+                """overriding one: '{"base": "native", "crop_size": 96}'"""})
     max_samples_per_source: int | None = field(default=None, metadata={
         "help": "Cap on the samples of each training source that sets none"})
     max_eval_samples_per_source: int | None = field(default=None, metadata={

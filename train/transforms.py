@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import random
 from dataclasses import dataclass
 
@@ -68,7 +69,10 @@ PROFILES: dict[str, AugmentationProfile] = {
 
 
 def get_profile(profile: str | dict | AugmentationProfile) -> AugmentationProfile:
-    """A profile by name, as given, or from a dict (`{"base": "train", "jpeg_p": 0.5}` overrides a named one)."""
+    """A profile by name, as given, or from a dict (`{"base": "train", "jpeg_p": 0.5}` overrides a named one),
+    also as JSON text, so that a command-line flag can give one."""
+    if isinstance(profile, str) and profile.lstrip().startswith("{"):
+        profile = json.loads(profile)
     if isinstance(profile, AugmentationProfile):
         return profile
     if isinstance(profile, dict):

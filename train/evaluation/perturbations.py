@@ -40,6 +40,14 @@ def center_crop(img: Image.Image, fraction: float) -> Image.Image:
     return img.crop((left, top, left + cw, top + ch))
 
 
+def reshare(img: Image.Image, factor: float, quality: int) -> Image.Image:
+    """What a sharing site delivers: the upload downscaled by `factor` (bicubic, not scaled back up) and
+    re-encoded as JPEG at `quality` with 4:2:0 chroma subsampling."""
+    w, h = img.size
+    small = img.convert("RGB").resize((max(1, round(w * factor)), max(1, round(h * factor))), Image.BICUBIC)
+    return jpeg(small, quality)
+
+
 # The sweep of `python -m train.evaluation --robustness`, in the order of its table.
 PERTURBATIONS = {
     "jpeg_q95": partial(jpeg, quality=95),
@@ -49,4 +57,5 @@ PERTURBATIONS = {
     "down_up_0.25": partial(down_up, factor=0.25),
     "blur_sigma1": partial(gaussian_blur, sigma=1.0),
     "center_crop_0.5": partial(center_crop, fraction=0.5),
+    "reshare_0.5_q75": partial(reshare, factor=0.5, quality=75),
 }
