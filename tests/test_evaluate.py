@@ -101,6 +101,16 @@ def test_two_data_dirs_are_pooled(tmp_path, tiny_detector_dir):
     assert {s: m["n"] for s, m in results["by_source"].items()} == {"a": 4, "b": 6}
 
 
+def test_robustness_runs_only_the_perturbations_named(tmp_path, tiny_detector_dir, image_folder):
+    out = tmp_path / "eval"
+    args = ["--model", str(tiny_detector_dir), "--data_dir", str(image_folder), "--output_dir", str(out),
+            "--robustness", "--num_workers", "0"]
+    results = main([*args, "--perturbations", "reshare_0.5_q75", "jpeg_q50"])
+    assert list(results["robustness"]) == ["jpeg_q50", "reshare_0.5_q75"]  # in the sweep's order
+    with pytest.raises(ValueError, match="unknown perturbations"):
+        main([*args, "--perturbations", "jpeg_q1"])
+
+
 def test_calibration_in_place_rewrites_the_models_own_folder_with_the_chosen_policy(tmp_path, tiny_detector_dir,
                                                                                      image_folder):
     model_dir = shutil.copytree(tiny_detector_dir, tmp_path / "model")

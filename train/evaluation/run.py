@@ -45,7 +45,10 @@ class EvalArguments:
     output_dir: str = field(metadata={"help": "Where results.json, results.md and the plots go."})
     robustness: bool = field(default=False, metadata={
         "help": "Also evaluate after each perturbation in train/evaluation/perturbations.py (JPEG, down-up scaling, "
-                "blur, crop)."})
+                "blur, crop, re-share)."})
+    perturbations: list[str] = field(default_factory=list, metadata={
+        "help": "With --robustness: only these perturbations (names as in the sweep); default: every one.",
+        "action": "extend"})
     calibrate: bool = field(default=False, metadata={
         "help": "Before evaluating, fit temperature scaling and a decision threshold on --calibration_dir, fold both "
                 "into the model and save it to --calibrated_model_dir; the evaluation then measures that model."})
@@ -127,7 +130,7 @@ def main(argv: list[str] | None = None) -> EvaluationResults:
         probs_before = steps.calibration_measures(fit, data, logits, model, results["overall"]["ece"])
         results["calibration"] = fit
     if args.robustness:
-        results["robustness"] = steps.robustness(model, data, transform, **batches)
+        results["robustness"] = steps.robustness(model, data, transform, names=args.perturbations, **batches)
     results["runtime"] = {"seconds": time.perf_counter() - start, "device": str(device),
                           "images_per_second": len(data.files) / clean_seconds}
     steps.write_outputs(output_dir, results, data, probs, probs_before)

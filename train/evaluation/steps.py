@@ -146,11 +146,16 @@ def calibration_measures(fit: CalibrationFit, data: EvaluationData, logits, mode
     return probs_before
 
 
-def robustness(model, data: EvaluationData, transform, batch_size: int, num_workers: int) -> dict:
-    """The metrics after each perturbation of train/evaluation/perturbations.py."""
+def robustness(model, data: EvaluationData, transform, batch_size: int, num_workers: int,
+               names: list[str] | None = None) -> dict:
+    """The metrics after each perturbation of train/evaluation/perturbations.py (those named, or every one)."""
+    if unknown := sorted(set(names or ()) - set(PERTURBATIONS)):
+        raise ValueError(f"unknown perturbations {unknown}; known: {', '.join(PERTURBATIONS)}")
     threshold, fake = float(get_calibration(model.config)["threshold"]), fake_index(model.config)
     sweep = {}
     for name, perturb in PERTURBATIONS.items():
+        if names and name not in names:
+            continue
         logits = score(model, data.files, transform, batch_size, num_workers, perturb, desc=name)
         sweep[name] = detection_metrics(data.labels, fake_probs_from_logits(logits, fake), threshold)
         logger.info("%s: AUC %s", name, sweep[name]["roc_auc"])
