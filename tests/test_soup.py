@@ -46,6 +46,16 @@ def test_soup_of_content_blind_stems_stays_content_blind(tmp_path):
     assert weight.view(*weight.shape[:2], 2, 2, 2, 2).sum(dim=(3, 5)).abs().max() < 1e-5
 
 
+def test_soup_of_trainer_checkpoints_takes_the_runs_training_record(tmp_path):
+    for seed, name in enumerate(("checkpoint-500", "checkpoint-1000")):
+        _detector(tmp_path / "run" / name, seed=seed)
+        (tmp_path / "run" / name / "training_config.json").unlink()  # as the Trainer saves a checkpoint
+    (tmp_path / "run" / "training_config.json").write_text(json.dumps({"phase": "continual"}))
+    out = main([str(tmp_path / "run" / "checkpoint-500"), str(tmp_path / "run" / "checkpoint-1000"),
+                "--output", str(tmp_path / "soup")])
+    assert json.loads((out / "training_config.json").read_text()) == {"phase": "continual"}
+
+
 def test_ingredients_of_other_shapes_are_refused():
     with pytest.raises(ValueError, match="another architecture"):
         average_state_dicts([{"w": torch.zeros(2)}, {"w": torch.zeros(3)}])

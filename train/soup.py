@@ -4,10 +4,10 @@ any one of them, at no cost at inference.
 
     python -m train.soup --output runs/soup runs/r5_wild/checkpoint-2500 runs/r5_native/checkpoint-4000
 
-The soup keeps the first ingredient's config.json (preprocessing, labels, calibration) and training_config.json,
-and records its ingredients in config.soup_of. Its logits are no ingredient's, so calibrate it afterwards on val
-(python -m train.evaluation --calibrate ...). A stem constraint (--input_filter npr) is linear, so an average of
-constrained stems keeps it.
+The soup keeps the first ingredient's config.json (preprocessing, labels, calibration) and training_config.json
+(a Trainer checkpoint's: its run folder's), and records its ingredients in config.soup_of. Its logits are no
+ingredient's, so calibrate it afterwards on val (python -m train.evaluation --calibrate ...). A stem constraint
+(--input_filter npr) is linear, so an average of constrained stems keeps it.
 """
 from __future__ import annotations
 
@@ -32,6 +32,14 @@ def average_state_dicts(state_dicts: list[dict[str, torch.Tensor]]) -> dict[str,
             else v.clone() for k, v in first.items()}
 
 
+def training_record_file(model_dir: str | Path) -> Path | None:
+    """A model's training_config.json; a Trainer checkpoint has none of its own, and its run folder's is its own."""
+    for folder in (Path(model_dir), Path(model_dir).parent):
+        if (folder / TRAINING_RECORD_FILE).is_file():
+            return folder / TRAINING_RECORD_FILE
+    return None
+
+
 def make_soup(ingredients: list[str | Path], output: str | Path) -> Path:
     if len(ingredients) < 2:
         raise ValueError("a soup needs at least two ingredients")
@@ -40,8 +48,8 @@ def make_soup(ingredients: list[str | Path], output: str | Path) -> Path:
     soup.load_state_dict(average_state_dicts([m.state_dict() for m in models]))
     soup.config.soup_of = [str(p) for p in ingredients]
     output = save_detector(soup, output)
-    record = Path(ingredients[0], TRAINING_RECORD_FILE)
-    if record.is_file():  # the recipe of the first ingredient: the patch map's window, the card's recipe
+    record = training_record_file(ingredients[0])
+    if record:  # the recipe of the first ingredient: the patch map's window, the card's recipe
         shutil.copy(record, output / TRAINING_RECORD_FILE)
     return output
 
