@@ -19,11 +19,15 @@ def jpeg(img: Image.Image, quality: int) -> Image.Image:
     return Image.open(buf).convert("RGB")
 
 
+def downscale(img: Image.Image, factor: float) -> Image.Image:
+    """Each side times `factor` (at least one pixel), bicubic."""
+    w, h = img.size
+    return img.resize((max(1, round(w * factor)), max(1, round(h * factor))), Image.BICUBIC)
+
+
 def down_up(img: Image.Image, factor: float) -> Image.Image:
     """Downscale by `factor` then back to the original size (bicubic both ways): the detail a thumbnail loses."""
-    w, h = img.size
-    small = img.resize((max(1, round(w * factor)), max(1, round(h * factor))), Image.BICUBIC)
-    return small.resize((w, h), Image.BICUBIC)
+    return downscale(img, factor).resize(img.size, Image.BICUBIC)
 
 
 def gaussian_blur(img: Image.Image, sigma: float) -> Image.Image:
@@ -43,9 +47,7 @@ def center_crop(img: Image.Image, fraction: float) -> Image.Image:
 def reshare(img: Image.Image, factor: float, quality: int) -> Image.Image:
     """What a sharing site delivers: the upload downscaled by `factor` (bicubic, not scaled back up) and
     re-encoded as JPEG at `quality` with 4:2:0 chroma subsampling."""
-    w, h = img.size
-    small = img.convert("RGB").resize((max(1, round(w * factor)), max(1, round(h * factor))), Image.BICUBIC)
-    return jpeg(small, quality)
+    return jpeg(downscale(img.convert("RGB"), factor), quality)
 
 
 # The sweep of `python -m train.evaluation --robustness`, in the order of its table.
