@@ -35,6 +35,7 @@ from modeling.formats import (
     markdown_table,
     read_results,
     read_training_record,
+    scoring_from,
 )
 
 TEMPLATE = Path(__file__).parent / "templates" / "model_card.md"
@@ -411,6 +412,47 @@ def recipe_text(record: TrainingRecord | None) -> str:
     return "\n\n".join(parts)
 
 
+NATIVE_VIEW = """
+**This model is scored in its native view**, and its threshold, verdict band and every number under Results were
+measured in it: {crops} crops of {size}x{size} pixels spread evenly from corner to corner over the *unresized*
+image, their logits averaged (`config.json`'s `scoring`). The three snippets above give the single resized view
+instead (the image shrunk to {image_size} px), which scores differently. To score as the evaluation and the demo
+app do:
+
+```python
+import numpy as np
+import torch
+from PIL import Image
+from transformers import AutoModelForImageClassification
+
+model = AutoModelForImageClassification.from_pretrained("{repo_id}").eval()
+size, grid = model.config.scoring["native_crop_size"], model.config.scoring["native_grid"]
+image = Image.open("photo.jpg").convert("RGB")
+if min(image.size) < size:  # only an image smaller than one crop is enlarged
+    scale = size / min(image.size)
+    image = image.resize((max(size, round(image.width * scale)), max(size, round(image.height * scale))),
+                         Image.BICUBIC)
+tops, lefts = (np.linspace(0, n - size, grid).round().astype(int) for n in (image.height, image.width))
+crops = np.stack([np.asarray(image.crop((x, y, x + size, y + size))) for y in tops for x in lefts])
+mean, std = (torch.tensor(model.config.pretrained_cfg[k]).view(3, 1, 1) for k in ("mean", "std"))
+pixels = (torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 255 - mean) / std
+with torch.no_grad():
+    probs = model(pixel_values=pixels).logits.mean(0).softmax(-1)
+p_fake = probs[model.config.label2id["fake"]].item()
+print("fake" if p_fake >= model.config.calibration["threshold"] else "real", p_fake)
+```
+"""
+
+
+def native_view_text(config: dict, repo_id: str) -> str:
+    """The native view's paragraph and snippet for a model with config.scoring, else nothing."""
+    scoring = scoring_from(config.get("scoring"))
+    if not scoring:
+        return ""
+    return NATIVE_VIEW.format(crops=scoring["native_grid"] ** 2, size=scoring["native_crop_size"], repo_id=repo_id,
+                              image_size=config["pretrained_cfg"]["input_size"][-1])
+
+
 def build_model_card(model_dir: str | Path, results_path=None, repo_id: str | None = None) -> ModelCard:
     """The model card of a detector folder, as a huggingface_hub.ModelCard. Reads model_dir, writes nothing.
 
@@ -454,4 +496,5 @@ def build_model_card(model_dir: str | Path, results_path=None, repo_id: str | No
                         robustness=robustness_table(s.results), plots=plot_links(s)) for s in eval_sets],
         validation=validation_table(_read_json(model_dir / "eval_results.json")),
         recipe=recipe_text(record), data_limitations=data_limitations(eval_sets), notes=notes,
+        native_view=native_view_text(config, repo_id),
     )

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .patches import window_cells, with_patch_logits
+from .views import served_input_shape
 
 logger = logging.getLogger(__name__)
 
@@ -69,10 +70,12 @@ def cache_key(model_dir: Path, low_precision: bool, patch_cells: int) -> str:
 
 
 class OpenVinoBackend:
-    """The network in OpenVINO's CPU plugin. The model is converted once with any input size; each input size it
-    meets (in the app only the model's crop) gets its own compiled static model, which runs faster than a
-    dynamic one. low_precision: bf16 inference with int8 weights (see to_openvino). The lock: an InferRequest is
-    not thread-safe, and the app runs one model call at a time anyway."""
+    """The network in OpenVINO's CPU plugin. The model is converted once with any input shape; each shape it meets
+    gets its own compiled static model, which runs faster than a dynamic one. modeling.inference calls it once per
+    image, so the app meets one shape: the resized view (1, 3, H, W) or the native view's crops (k, 3, s, s), which
+    run as one batch (1.6x faster than one by one, benchmarks/README.md). low_precision: bf16 inference with int8
+    weights (see to_openvino). The lock: an InferRequest is not thread-safe, and the app runs one model call at a
+    time anyway."""
 
     def __init__(self, model, threads: int | None, low_precision: bool):
         import openvino as ov
@@ -89,18 +92,17 @@ class OpenVinoBackend:
         self.requests: dict[tuple[int, int], object] = {}
         self.lock = threading.Lock()
 
-    def _request(self, height: int, width: int):
-        if (height, width) not in self.requests:
+    def _request(self, shape: tuple[int, ...]):
+        if shape not in self.requests:
             model = self.model.clone()
-            model.reshape([1, 3, height, width])
-            self.requests[height, width] = self.core.compile_model(model, "CPU", self.config).create_infer_request()
-        return self.requests[height, width]
+            model.reshape(list(shape))
+            self.requests[shape] = self.core.compile_model(model, "CPU", self.config).create_infer_request()
+        return self.requests[shape]
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         with self.lock:
-            request = self._request(*x.shape[2:])
-            # .copy(): the result is a view of the request's output buffer, which the next image overwrites
-            return np.concatenate([request.infer([x[i:i + 1]])[0].copy() for i in range(len(x))])
+            # .copy(): the result is a view of the request's output buffer, which the next call overwrites
+            return self._request(x.shape).infer([x])[0].copy()
 
 
 def to_openvino(net, input_size: tuple[int, int, int], low_precision: bool):
@@ -150,7 +152,7 @@ def fill_cache(model_dir: str | Path, cache_dir: str | Path) -> list[Path]:
     config = json.loads((model_dir / "config.json").read_text())
     cells = window_cells(model_dir, config)
     net = with_patch_logits(load_detector(model_dir).timm_model, cells)
-    input_size = tuple(config["pretrained_cfg"]["input_size"])
+    input_size = served_input_shape(config)[1:]
     paths = []
     for low_precision in (False, True) if config.get("input_filter") is None else (False,):
         path = cached_model_path(cache_dir, model_dir, low_precision, cells)
@@ -185,28 +187,26 @@ def _openvino(load_net, input_size, threads, low_precision, model_dir: Path | No
 
 
 class CompiledBackend:
-    """torch.compile (inductor) under bf16 autocast, channels_last. dynamic=False: each input size compiles once
-    (at load, for the model's crop). freezing: inductor folds the
-    weights as constants and pre-packs them for oneDNN (faster; measured in benchmarks/README.md). The lock
-    keeps concurrent callers out of dynamo's caches, which are not thread-safe."""
+    """torch.compile (inductor) under bf16 autocast, channels_last. dynamic=False: each input shape compiles once
+    (at load, for one image's call: see OpenVinoBackend). freezing: inductor folds the weights as constants and
+    pre-packs them for oneDNN (faster; measured in benchmarks/README.md). The lock keeps concurrent callers out of
+    dynamo's caches, which are not thread-safe."""
 
     name = "torch.compile+bf16"
 
-    def __init__(self, net, input_size):
+    def __init__(self, net, input_shape):
         import torch
 
         self.torch = torch
         self.net = net.to(memory_format=torch.channels_last)
         self.compiled = torch.compile(net, dynamic=False, options={"freezing": True})
         self.lock = threading.Lock()
-        self(np.zeros((1, *input_size), dtype=np.float32))
+        self(np.zeros(input_shape, dtype=np.float32))
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         torch = self.torch
         with self.lock, torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-            logits = [self.compiled(torch.from_numpy(x[i:i + 1]).contiguous(memory_format=torch.channels_last))
-                      for i in range(len(x))]
-        return torch.cat(logits).float().numpy()
+            return self.compiled(torch.from_numpy(x).contiguous(memory_format=torch.channels_last)).float().numpy()
 
 
 class OnnxBackend:
@@ -263,7 +263,8 @@ def load_backend(config: dict, patch_cells: int, backend: str = "auto", model_di
         raise ValueError("load_backend needs model_dir or net")
     model_dir = Path(model_dir) if model_dir is not None else None
     cache_dir = Path(cache_dir) if cache_dir is not None else None
-    input_size = tuple(config["pretrained_cfg"]["input_size"])
+    input_shape = served_input_shape(config)
+    input_size = input_shape[1:]
     low_precision = config.get("input_filter") is None and cpu_has_native_bf16()
     loaded = {}
 
@@ -278,7 +279,7 @@ def load_backend(config: dict, patch_cells: int, backend: str = "auto", model_di
     builders = {
         "openvino": lambda: _openvino(load_net, input_size, threads, low_precision, model_dir, cache_dir,
                                       patch_cells),
-        "compile": lambda: CompiledBackend(load_net(), input_size),
+        "compile": lambda: CompiledBackend(load_net(), input_shape),
         "onnx": lambda: OnnxBackend(load_net(), input_size, threads),
         "torch": lambda: TorchBackend(load_net()),
     }

@@ -48,6 +48,24 @@ def calibration_from(stored: dict | None) -> Calibration:
     return {**DEFAULT_CALIBRATION, **(stored or {})}
 
 
+class Scoring(TypedDict):
+    """config.scoring of a detector that reads native pixels: grid x grid crops of native_crop_size pixels spread
+    evenly over the unresized image, their logits averaged (modeling/views.py). A config without one is scored on
+    the single resized view of timm's eval transform, which is also what pipeline() and timm apply."""
+    native_crop_size: int
+    native_grid: int
+
+
+def scoring_from(stored: dict | None) -> Scoring | None:
+    """The scoring a config holds (config.scoring, or config.json's "scoring"); None: the resized view."""
+    if not stored:
+        return None
+    size, grid = int(stored["native_crop_size"]), int(stored["native_grid"])
+    if size < 1 or grid < 1:
+        raise ValueError(f"scoring needs a positive native_crop_size and native_grid, got {stored}")
+    return {"native_crop_size": size, "native_grid": grid}
+
+
 # ---- results.json of `python -m train.evaluation` ----------------------------------------------------------------
 
 class DetectionMetrics(TypedDict):
@@ -95,6 +113,7 @@ class ModelInfo(TypedDict):
     temperature: float
     threshold: float
     calibration: Calibration
+    scoring: Scoring | None  # the view every score was taken in; None: the resized view (older files lack it)
 
 
 class DataInfo(TypedDict):

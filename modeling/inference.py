@@ -15,6 +15,10 @@ would leave [0, 1] collapses onto the threshold, so every score keeps a side.
 
 The patch map comes from the verdict's own forward pass (modeling/patches.py): the head applied to the last
 stage's cells under each window of the training crop size.
+
+A model whose config holds a `scoring` (modeling/formats.py) reads native pixels instead: grid x grid crops of the
+unresized image (modeling/views.py, the same crops the evaluation harness and calibration score), logits averaged.
+Its patch map is then each crop's own score, painted over the part of the image around that crop.
 """
 from __future__ import annotations
 
@@ -29,8 +33,9 @@ import numpy as np
 from PIL import Image
 
 from .backends import BACKENDS, load_backend
-from .formats import RESULTS_PATTERNS, calibration_from
+from .formats import RESULTS_PATTERNS, calibration_from, scoring_from
 from .patches import FEATURE_STRIDE, PatchMap, grid_shape, training_crop_size, window_cells
+from .views import native_crops
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +119,9 @@ class Detector:
         self.mean = np.asarray(cfg.get("mean", (0.485, 0.456, 0.406)), dtype=np.float32)[:, None, None]
         self.std = np.asarray(cfg.get("std", (0.229, 0.224, 0.225)), dtype=np.float32)[:, None, None]
         self.window = training_crop_size(model_dir, min(self.input_size))
+        self.scoring = scoring_from(config.get("scoring"))
+        if self.scoring:  # the native view: each crop is one patch of the map
+            self.window = self.scoring["native_crop_size"]
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, backend: str = "auto", cache_dir: str | Path | None = None,
@@ -152,6 +160,15 @@ class Detector:
         return left, top, left + box_w, top + box_h
 
     def preprocess(self, images: list[Image.Image]) -> np.ndarray:
+        """The network's input for `images`: one resized view per image, or in the native view grid x grid crops
+        per image, image after image."""
+        if self.scoring:
+            size, grid = self.scoring["native_crop_size"], self.scoring["native_grid"]
+            crops = np.concatenate([native_crops(img, size, grid) for img in images]).astype(np.float32) / 255.0
+            return (crops.transpose(0, 3, 1, 2) - self.mean) / self.std
+        return self.resized_view(images)
+
+    def resized_view(self, images: list[Image.Image]) -> np.ndarray:
         """timm's eval transform (crop_mode="center"): the short side to floor(size / crop_pct), as torchvision's
         Resize(int) computes it, a centre crop, then scaling to [0, 1] and normalising."""
         crop_h, crop_w = self.input_size
@@ -167,14 +184,20 @@ class Detector:
         return out
 
     def _probabilities(self, pixel_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Softmax of the verdict's logits (N, classes) and of every window's (N, rows, cols, classes)."""
-        out = self.runtime(pixel_values).astype(np.float64)
+        """Softmax of the verdict's logits (N, classes) and of every patch's (N, rows, cols, classes): the windows
+        of the resized view, or the crops of the native view (whose logits the verdict averages)."""
+        per_image = self.scoring["native_grid"] ** 2 if self.scoring else 1
+        # one runtime call per image: the backends then meet one input shape (see OpenVinoBackend)
+        out = np.concatenate([self.runtime(pixel_values[i:i + per_image])
+                              for i in range(0, len(pixel_values), per_image)]).astype(np.float64)
         classes = len(self.labels)
         logits = out.reshape(len(out), -1, classes)  # the verdict's logits first, then each window's
-        exp = np.exp(logits - logits.max(-1, keepdims=True))
-        probs = exp / exp.sum(-1, keepdims=True)
+        if self.scoring:
+            grid = self.scoring["native_grid"]
+            crops = logits[:, 0].reshape(-1, grid, grid, classes)
+            return _softmax(crops.mean((1, 2))), _softmax(crops)
         rows, cols = grid_shape(pixel_values.shape[2:], self.window)
-        return probs[:, 0], probs[:, 1:].reshape(len(out), rows, cols, classes)
+        return _softmax(logits[:, 0]), _softmax(logits[:, 1:]).reshape(len(out), rows, cols, classes)
 
     def _prediction(self, p: np.ndarray, threshold: float) -> Prediction:
         p_fake = float(p[self.fake_index])
@@ -197,9 +220,13 @@ class Detector:
         """The Prediction and the patch map of one image, from one forward pass."""
         threshold = self.threshold if threshold is None else float(threshold)
         probs, windows = self._probabilities(self.preprocess([image]))
-        stride = FEATURE_STRIDE  # one cell of the last stage
-        patches = PatchMap(windows[0, ..., self.fake_index], self.window, stride, self.input_size,
-                           self.crop_box(image.size))
+        if self.scoring:  # one value per crop, each painted over its share of the whole image
+            grid = self.scoring["native_grid"]
+            patches = PatchMap(windows[0, ..., self.fake_index], 1, 1, (grid, grid), (0, 0, *image.size))
+        else:
+            stride = FEATURE_STRIDE  # one cell of the last stage
+            patches = PatchMap(windows[0, ..., self.fake_index], self.window, stride, self.input_size,
+                               self.crop_box(image.size))
         return self._prediction(probs[0], threshold), patches
 
     def patch_map(self, image: Image.Image) -> PatchMap:
@@ -216,6 +243,11 @@ class Detector:
                                            prediction.threshold)
         return {"jpeg_quality_75": jpeg.fake_probability, "resized_half": resized.fake_probability,
                 "verdict_holds": jpeg.label == resized.label == prediction.label}
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    exp = np.exp(logits - logits.max(-1, keepdims=True))
+    return exp / exp.sum(-1, keepdims=True)
 
 
 # Inside the band a patch is painted grey; outside it, at least this much of the colour, rising to full at 0 or 1,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .formats import read_training_record
+from .formats import read_training_record, scoring_from
 
 FEATURE_STRIDE = 32  # ConvNeXt's total stride: the side of one cell of the last stage, in input pixels
 
@@ -35,8 +35,11 @@ def training_crop_size(model_dir: Path | None, input_size: int) -> int:
 
 
 def window_cells(model_dir: Path | None, config: dict) -> int:
-    """Cells per window side for a model folder: what the wrapped network is built with and its cache is keyed by."""
-    return training_crop_size(model_dir, min(config["pretrained_cfg"]["input_size"][1:])) // FEATURE_STRIDE
+    """Cells per window side for a model folder: what the wrapped network is built with and its cache is keyed by.
+    In the native view (config.scoring) a window never exceeds one crop."""
+    cells = training_crop_size(model_dir, min(config["pretrained_cfg"]["input_size"][1:])) // FEATURE_STRIDE
+    scoring = scoring_from(config.get("scoring"))
+    return max(1, min(cells, scoring["native_crop_size"] // FEATURE_STRIDE)) if scoring else cells
 
 
 def with_patch_logits(net, cells: int):

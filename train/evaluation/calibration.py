@@ -26,7 +26,7 @@ from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 from sklearn.metrics import roc_curve
 
-from modeling.detector import apply_temperature, eval_transform, fake_index, set_calibration
+from modeling.detector import apply_temperature, fake_index, set_calibration
 from modeling.formats import (
     DEFAULT_BAND_ACCURACY,
     DEFAULT_TARGET_FPR,
@@ -34,12 +34,13 @@ from modeling.formats import (
     THRESHOLD_POLICIES,
     CalibrationFit,
     DecisiveMetrics,
+    Scoring,
     class_counts,
     false_positive_rate,
 )
 from train.data.folders import load_image_folder
 from train.evaluation.metrics import detection_metrics, expected_calibration_error, fake_probs_from_logits
-from train.evaluation.predict import class_targets, image_files, predict_logits
+from train.evaluation.predict import class_targets, image_files, predict_logits, scoring_transform
 
 logger = logging.getLogger(__name__)
 
@@ -173,14 +174,16 @@ def calibrate(model, temperature: float, threshold: float, target_fpr: float | N
 
 
 def fit_calibration(model, calibration_dir: str | Path, target_fpr: float = DEFAULT_TARGET_FPR, batch_size: int = 64,
-                    num_workers: int = 0, transform=None, policy: str = DEFAULT_THRESHOLD_POLICY,
+                    num_workers: int = 0, scoring: Scoring | None = None, policy: str = DEFAULT_THRESHOLD_POLICY,
                     band_accuracy: float = DEFAULT_BAND_ACCURACY) -> CalibrationFit:
-    """Score the held-out folder (with `transform`, default the model's eval transform), fit temperature,
-    threshold (by `policy`, see choose_threshold) and verdict band (fit_band), fold them into the model; the numbers
-    for results.json."""
+    """Score the held-out folder in the view `scoring` (None: the resized view; see predict.resolve_scoring), fit
+    temperature, threshold (by `policy`, see choose_threshold) and verdict band (fit_band), fold them into the model
+    and record the view as its config.scoring: a threshold holds only for the view it was fitted on, so the
+    app serves that one. Returns the numbers for results.json."""
     ds = load_image_folder(calibration_dir)
     labels = np.asarray(ds["label"])
-    logits = predict_logits(model, image_files(ds), transform or eval_transform(model), batch_size, num_workers)
+    logits = predict_logits(model, image_files(ds), scoring_transform(model, scoring), batch_size, num_workers)
+    model.config.scoring = scoring
     targets = class_targets(labels, model.config)
     temperature = fit_temperature(logits, targets)
     probs_before = fake_probs_from_logits(logits, fake_index(model.config))

@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> dict:
     from modeling.detector import fake_index, get_calibration, load_detector
     from train.data.folders import load_image_folder
     from train.evaluation.metrics import detection_metrics, fake_probs_from_logits, grouped_metrics
-    from train.evaluation.predict import image_files, predict_logits, scoring_transform
+    from train.evaluation.predict import image_files, predict_logits, resolve_scoring, scoring_transform
 
     if len(args.model) < 2:
         raise SystemExit("a comparison needs two or more --model")
@@ -132,7 +132,8 @@ def main(argv: list[str] | None = None) -> dict:
     for name, path in zip(model_names(args.model), args.model):
         model = load_detector(path).eval().to(device)
         threshold = float(get_calibration(model.config)["threshold"])
-        logits = predict_logits(model, files, scoring_transform(model), args.batch_size, args.num_workers)
+        transform = scoring_transform(model, resolve_scoring(model))  # each model in its own view
+        logits = predict_logits(model, files, transform, args.batch_size, args.num_workers)
         probs = fake_probs_from_logits(logits, fake_index(model.config))
         size = int(model.config.pretrained_cfg["input_size"][-1])
         results[name] = {"model": path, "architecture": model.config.architecture, "image_size": size,

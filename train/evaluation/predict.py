@@ -1,6 +1,6 @@
-"""Image files -> the model's logits, decoded as the app decodes uploads and preprocessed with the model's own eval
-transform (modeling.detector.eval_transform) or a grid of native-pixel crops (NativeCrops, logits averaged),
-optionally perturbed in between (the robustness sweep)."""
+"""Image files -> the model's logits, decoded as the app decodes uploads and preprocessed in the view the model is
+served in (resolve_scoring): its own eval transform (modeling.detector.eval_transform) or the native view's grid of
+crops (modeling/views.py, logits averaged), optionally perturbed in between (the robustness sweep)."""
 from __future__ import annotations
 
 import contextlib
@@ -8,12 +8,15 @@ import contextlib
 import datasets
 import numpy as np
 import torch
-from PIL import Image
 from torchvision.transforms import v2 as transforms_v2
 from tqdm.auto import tqdm
 
 from modeling.detector import eval_transform, fake_index
+from modeling.formats import Scoring, scoring_from
 from modeling.imageio import ImageReadError, read_image
+from modeling.views import native_crops
+
+DEFAULT_NATIVE_GRID = 4
 
 
 class _Images(torch.utils.data.Dataset):
@@ -37,32 +40,33 @@ class _Images(torch.utils.data.Dataset):
 
 
 class NativeCrops:
-    """PIL image -> (grid*grid, 3, size, size): crops of native pixels at evenly spread offsets (an image smaller
-    than `size` is first enlarged, bicubic, until its short side is `size`), normalised like the model's input."""
+    """PIL image -> (grid*grid, 3, size, size): modeling.views.native_crops, normalised like the model's input."""
 
     def __init__(self, size: int, grid: int, mean, std):
         self.size, self.grid = size, grid
-        self.normalize = transforms_v2.Compose([transforms_v2.PILToTensor(),
-                                                transforms_v2.ToDtype(torch.float32, scale=True),
+        self.normalize = transforms_v2.Compose([transforms_v2.ToDtype(torch.float32, scale=True),
                                                 transforms_v2.Normalize(mean, std)])
 
     def __call__(self, img):
-        if min(img.size) < self.size:
-            scale = self.size / min(img.size)
-            img = img.resize((max(self.size, round(img.width * scale)), max(self.size, round(img.height * scale))),
-                             Image.BICUBIC)
-        # Crop before converting: a 12 MP photo as float32 would cost 150 MB and most of the time
-        tops, lefts = (np.linspace(0, n - self.size, self.grid).round().astype(int) for n in (img.height, img.width))
-        return torch.stack([self.normalize(img.crop((left, top, left + self.size, top + self.size)))
-                            for top in tops for left in lefts])
+        return self.normalize(torch.from_numpy(native_crops(img, self.size, self.grid)).permute(0, 3, 1, 2))
 
 
-def scoring_transform(model, native_crop_size: int | None = None, native_grid: int = 3):
-    """The model's eval transform, or with native_crop_size a grid of native-pixel crops."""
+def resolve_scoring(model, native_crop_size: int | None = None, native_grid: int | None = None) -> Scoring | None:
+    """The view to score: the model's own (config.scoring) unless native_crop_size is given; 0 asks for the
+    resized view."""
     if native_crop_size is None:
+        return scoring_from(getattr(model.config, "scoring", None))
+    if native_crop_size == 0:
+        return None
+    return scoring_from({"native_crop_size": native_crop_size, "native_grid": native_grid or DEFAULT_NATIVE_GRID})
+
+
+def scoring_transform(model, scoring: Scoring | None):
+    """The model's eval transform (scoring None), or the native view's grid of crops."""
+    if scoring is None:
         return eval_transform(model)
     cfg = model.config.pretrained_cfg
-    return NativeCrops(native_crop_size, native_grid, cfg["mean"], cfg["std"])
+    return NativeCrops(scoring["native_crop_size"], scoring["native_grid"], cfg["mean"], cfg["std"])
 
 
 def image_files(ds: datasets.Dataset) -> list:

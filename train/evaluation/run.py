@@ -68,9 +68,11 @@ class EvalArguments:
         "help": "With --calibrate: the verdict band (Uncertain inside it) is the narrowest around the threshold "
                 "outside which at least this share of --calibration_dir's verdicts is right."})
     native_crop_size: int | None = field(default=None, metadata={
-        "help": "Score native pixels instead of the model's resize: a grid of crops of this size (e.g. the training "
-                "crop) spread evenly over the unresized image, logits averaged. Default: the model's eval transform."})
-    native_grid: int = field(default=3, metadata={"help": "With --native_crop_size: grid x grid crops per image."})
+        "help": "Score native pixels: a grid of crops of this size (e.g. the training crop) spread evenly over the "
+                "unresized image, logits averaged (modeling/views.py). 0: the resized view of timm's eval "
+                "transform. Default: the model's own view (config.scoring), else the resized one."})
+    native_grid: int | None = field(default=None, metadata={
+        "help": "With --native_crop_size: grid x grid crops per image (default 4)."})
     batch_size: int = field(default=64)
     num_workers: int = field(default=min(4, os.cpu_count() or 1), metadata={"help": "DataLoader worker processes."})
     device: str | None = field(default=None, metadata={"help": "Default: cuda if available, else cpu."})
@@ -100,7 +102,7 @@ def main(argv: list[str] | None = None) -> EvaluationResults:
     from modeling.detector import fake_index
     from train.evaluation import steps
     from train.evaluation.metrics import fake_probs_from_logits
-    from train.evaluation.predict import scoring_transform
+    from train.evaluation.predict import resolve_scoring, scoring_transform
 
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -109,13 +111,14 @@ def main(argv: list[str] | None = None) -> EvaluationResults:
     batches = dict(batch_size=args.batch_size, num_workers=args.num_workers)
 
     model = steps.load_model(args.model, device)
-    transform = scoring_transform(model, args.native_crop_size, args.native_grid)
+    scoring = resolve_scoring(model, args.native_crop_size, args.native_grid)
+    transform = scoring_transform(model, scoring)
     model_path, fit = args.model, None
     if args.calibrate:
         local = Path(args.model) if Path(args.model).is_dir() else None
         model_path = args.calibrated_model_dir or str(output_dir / "model")
         fit = steps.calibrate(model, args.calibration_dir, Path(model_path), local, args.target_fpr,
-                              args.threshold_policy, args.band_accuracy, transform, **batches)
+                              args.threshold_policy, args.band_accuracy, scoring, **batches)
 
     data = steps.load_data(args.data_dir)
     clean_start = time.perf_counter()
@@ -124,7 +127,8 @@ def main(argv: list[str] | None = None) -> EvaluationResults:
     logger.info("Scored %d images in %.1f s", len(data.files), clean_seconds)
     probs = fake_probs_from_logits(logits, fake_index(model.config))
 
-    results = steps.measure(asdict(args), model_path, model, data, probs, steps.training_generators(model_path))
+    results = steps.measure(asdict(args), model_path, model, data, probs, steps.training_generators(model_path),
+                            scoring)
     probs_before = None
     if fit:
         probs_before = steps.calibration_measures(fit, data, logits, model, results["overall"]["ece"])

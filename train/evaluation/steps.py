@@ -16,7 +16,14 @@ import torch
 
 from modeling.detector import fake_index, get_calibration, load_detector, save_detector
 from modeling.families import families_of, seen_in_training
-from modeling.formats import RESULTS_FILE, CalibrationFit, EvaluationResults, read_training_record, write_results
+from modeling.formats import (
+    RESULTS_FILE,
+    CalibrationFit,
+    EvaluationResults,
+    Scoring,
+    read_training_record,
+    write_results,
+)
 from train.data.folders import load_image_folder
 from train.evaluation.calibration import decisive_metrics, fit_calibration
 from train.evaluation.metrics import (
@@ -49,11 +56,11 @@ def load_model(name_or_path: str, device: torch.device):
 
 
 def calibrate(model, calibration_dir: str, save_to: Path, model_dir: Path | None, target_fpr: float, policy: str,
-              band_accuracy: float, transform, batch_size: int, num_workers: int) -> CalibrationFit:
+              band_accuracy: float, scoring: Scoring | None, batch_size: int, num_workers: int) -> CalibrationFit:
     """Fit temperature, threshold and verdict band on `calibration_dir` (train/evaluation/calibration.py), fold both into `model`
     and save it to `save_to`. When save_to is the model's own folder its calibration is rewritten in place;
     otherwise save_to is a new folder holding the model's other files (training_config.json, notes) too."""
-    fit = fit_calibration(model, calibration_dir, target_fpr, batch_size, num_workers, transform, policy,
+    fit = fit_calibration(model, calibration_dir, target_fpr, batch_size, num_workers, scoring, policy,
                           band_accuracy)
     in_place = model_dir is not None and save_to.resolve() == model_dir.resolve()
     if model_dir is not None and not in_place:
@@ -95,8 +102,8 @@ def _against_reals(data: EvaluationData, probs, groups, threshold: float) -> dic
             for g in sorted(set(groups[data.labels == 1]))}
 
 
-def measure(args: dict, name_or_path: str, model, data: EvaluationData, probs, training_generators) \
-        -> EvaluationResults:
+def measure(args: dict, name_or_path: str, model, data: EvaluationData, probs, training_generators,
+            scoring: Scoring | None = None) -> EvaluationResults:
     """results.json's measurements (modeling.formats.EvaluationResults) at the model's own threshold: overall, per
     source, generator and family, each generator and family against all reals, and, when the model's record names
     its training generators, which ones it saw and how it does on the never-seen ones."""
@@ -107,7 +114,8 @@ def measure(args: dict, name_or_path: str, model, data: EvaluationData, probs, t
         "model": {"name_or_path": name_or_path, "architecture": model.config.architecture,
                   "image_size": int(model.config.pretrained_cfg["input_size"][-1]),
                   "num_parameters": sum(p.numel() for p in model.parameters()),
-                  "temperature": float(cal["temperature"]), "threshold": threshold, "calibration": cal},
+                  "temperature": float(cal["temperature"]), "threshold": threshold, "calibration": cal,
+                  "scoring": scoring},
         "data": {"dirs": data.dirs, "n": int(labels.size), "n_real": int((labels == 0).sum()),
                  "n_fake": int((labels == 1).sum()), "sources": _counts(data.sources),
                  "generators": _counts(data.generators)},
