@@ -38,8 +38,9 @@ it ("looks like a photo"), red above it ("looks AI-generated"), stronger towards
 outside the model's view."""
 NATIVE_MAP = """**The map**: the model reads {crops} crops of {window}x{window} pixels spread evenly over the whole
 image at its own resolution (nothing is resized, so generation traces keep their scale) and averages them into the
-verdict. Each crop's own score is painted over its part of the image, on the verdict's scale: grey inside the band,
-blue below it ("looks like a photo"), red above it ("looks AI-generated"), stronger towards 0% or 100%."""
+verdict. Each crop's own score is painted over its part of the image (blended between neighbouring crops), on the
+verdict's scale: grey inside the band, blue below it ("looks like a photo"), red above it ("looks AI-generated"),
+stronger towards 0% or 100%."""
 
 
 def map_text(detector: Detector) -> str:

@@ -55,3 +55,15 @@ def test_demo_config_is_the_recipe_the_shipped_model_recorded():
     recorded = read_training_record(DEMO).settings()
     differ = {key: (value, recorded.get(key)) for key, value in config.items() if value != recorded.get(key)}
     assert not differ, f"demo.yaml vs the shipped model's training_config.json: {differ}"
+
+
+def test_demo_results_were_measured_in_the_view_the_app_serves():
+    """The card's and the page's numbers (eval_ood/results.json) hold for the view config.scoring names."""
+    import json
+
+    from modeling.formats import read_results, scoring_from
+
+    served = scoring_from(json.loads((DEMO / "config.json").read_text()).get("scoring"))
+    measured = read_results(DEMO / "eval_ood" / "results.json")["model"]
+    assert scoring_from(measured.get("scoring")) == served
+    assert measured["calibration"] == get_calibration(load_detector(DEMO).config)
