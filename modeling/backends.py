@@ -73,7 +73,7 @@ class OpenVinoBackend:
     """The network in OpenVINO's CPU plugin. The model is converted once with any input shape; each shape it meets
     gets its own compiled static model, which runs faster than a dynamic one. modeling.inference calls it once per
     image, so the app meets one shape: the resized view (1, 3, H, W) or the native view's crops (k, 3, s, s), which
-    run as one batch (1.6x faster than one by one, benchmarks/README.md). low_precision: bf16 inference with int8
+    run as one batch (faster than one by one: benchmarks/README.md). low_precision: bf16 inference with int8
     weights (see to_openvino). The lock: an InferRequest is not thread-safe, and the app runs one model call at a
     time anyway."""
 
