@@ -118,10 +118,10 @@ class Detector:
         self.interpolation = _INTERPOLATION[cfg.get("interpolation", "bilinear")]
         self.mean = np.asarray(cfg.get("mean", (0.485, 0.456, 0.406)), dtype=np.float32)[:, None, None]
         self.std = np.asarray(cfg.get("std", (0.229, 0.224, 0.225)), dtype=np.float32)[:, None, None]
-        self.window = training_crop_size(model_dir, min(self.input_size))
         self.scoring = scoring_from(config.get("scoring"))
-        if self.scoring:  # the native view: each crop is one patch of the map
-            self.window = self.scoring["native_crop_size"]
+        # The patch map's window: in the native view each crop is one patch; otherwise the training crop size
+        self.window = (self.scoring["native_crop_size"] if self.scoring
+                       else training_crop_size(model_dir, min(self.input_size)))
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, backend: str = "auto", cache_dir: str | Path | None = None,

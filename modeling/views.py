@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from .formats import scoring_from
+
 
 def native_crop_boxes(width: int, height: int, size: int, grid: int) -> list[tuple[int, int, int, int]]:
     """(left, top, right, bottom) of each crop, row by row, in an image of at least size x size."""
@@ -34,8 +36,6 @@ def native_crops(img: Image.Image, size: int, grid: int) -> np.ndarray:
 def served_input_shape(config: dict) -> tuple[int, int, int, int]:
     """(inputs, channels, height, width) of the network call for one image as the model is served: its grid of
     native crops, else the one resized view of pretrained_cfg's input_size. Backends compile or warm up for it."""
-    from .formats import scoring_from
-
     scoring = scoring_from(config.get("scoring"))
     if scoring:
         return scoring["native_grid"] ** 2, 3, scoring["native_crop_size"], scoring["native_crop_size"]
