@@ -123,6 +123,44 @@ def test_calibrating_in_the_native_view_stores_it_and_evaluation_then_uses_it(tm
     assert json.loads((tmp_path / "cal2" / "config.json").read_text()).get("scoring") is None
 
 
+def test_training_validates_in_the_native_view_it_stores(tmp_path):
+    """The Trainer's validation scores each image as the app does (its crops' logits averaged), so the best
+    checkpoint is the best as served, and the view travels with every saved model."""
+    from sklearn.metrics import roc_auc_score
+
+    from conftest import FAST
+    from train import run
+    from train.evaluation.predict import image_files, predict_logits, scoring_transform
+
+    train_dir = make_image_folder(tmp_path / "train", n_per_class=4, size=(80, 64))
+    val = make_image_folder(tmp_path / "val", n_per_class=4, seed=1, size=(80, 64))
+    trainer = run.main(["--model_name_or_path", TINY_ARCH, "--pretrained", "false", "--image_size", "64",
+                        "--train_dirs", str(train_dir), "--validation_dirs", str(val), "--max_steps", "2",
+                        "--per_device_train_batch_size", "4", "--native_crop_size", "32", "--native_grid", "2",
+                        "--eval_strategy", "steps", "--eval_steps", "2", "--save_strategy", "steps",
+                        "--save_steps", "2", "--output_dir", str(tmp_path / "out"), *FAST])
+    for folder in (tmp_path / "out", tmp_path / "out" / "checkpoint-2"):
+        assert json.loads((folder / "config.json").read_text())["scoring"] == SCORING
+
+    model = trainer.model.eval()
+    rows = trainer.eval_dataset.rows
+    served = predict_logits(model, image_files(rows), scoring_transform(model, SCORING))
+    resized = predict_logits(model, image_files(rows), scoring_transform(model, None))
+    validated = trainer.predict(trainer.eval_dataset).predictions
+    np.testing.assert_allclose(validated, served, rtol=1e-4, atol=1e-5)
+    assert np.abs(validated - resized).max() > 1e-3
+    fake = model.config.label2id["fake"]
+    auc = roc_auc_score(rows["label"], torch.from_numpy(served).softmax(-1)[:, fake].numpy())
+    assert json.loads((tmp_path / "out" / "eval_results.json").read_text())["eval_roc_auc"] == pytest.approx(auc)
+
+    # continuing that model keeps its view; 0 takes it back to the resized one
+    again = run.main(["--init_from", str(tmp_path / "out"), "--train_dirs", str(train_dir), "--max_steps", "1",
+                      "--per_device_train_batch_size", "4", "--native_crop_size", "0",
+                      "--output_dir", str(tmp_path / "again"), *FAST])
+    assert scoring_from(getattr(again.model.config, "scoring", None)) is None
+    assert run.build_model(run.ModelArguments(init_from=str(tmp_path / "out"))).config.scoring == SCORING
+
+
 def test_the_page_says_how_the_model_reads_the_image(native_dir, detector_dir_for_page):
     from space.single_tab import map_text
 

@@ -31,11 +31,12 @@ from transformers import HfArgumentParser
 from transformers.trainer_utils import IntervalStrategy
 
 from modeling import build_detector, constrain_input_filter, get_calibration, load_detector, save_detector
-from modeling.detector import EVAL_RESIZE_RATIO, data_config, eval_size_cfg, eval_transform, fake_index
+from modeling.detector import EVAL_RESIZE_RATIO, data_config, eval_size_cfg, fake_index
 from modeling.formats import TrainingRecord, write_training_record
 from train.data import IGNORE_INDEX, DataLimits, EvalData, SourceSpec, build_eval_data, build_training_data, collate
 from train.distill import Teacher
 from train.evaluation.metrics import fake_probs_from_logits, load_detection_metric
+from train.evaluation.predict import resolve_scoring, scoring_transform
 from train.trainer import DetectorTrainer, DetectorTrainingArguments
 from train.transforms import build_train_transform, get_profile
 
@@ -61,6 +62,12 @@ class ModelArguments:
         "help": "Evaluation resizes the short side to image_size * this, then centre-crops (seed: 288/256)"})
     init_from: str | None = field(default=None, metadata={
         "help": "Continual phase: start from this trained detector (folder or Hub repo) instead of a new one"})
+    native_crop_size: int | None = field(default=None, metadata={
+        "help": "Validate (and serve) the native view: a grid of crops of this size over the unresized image, logits "
+                "averaged (modeling/views.py); stored in config.scoring, so checkpoints, the evaluation harness and "
+                "the app score that view. 0: the resized view. Default: the view of --init_from's model, else resized"})
+    native_grid: int | None = field(default=None, metadata={
+        "help": "With --native_crop_size: grid x grid crops per image (default 4)"})
 
 
 @dataclass
@@ -120,7 +127,14 @@ def source_specs(dirs: list[str], sources: list, **defaults) -> list[SourceSpec]
 
 
 def build_model(model_args: ModelArguments):
-    """A new detector from a timm architecture, or a saved one (continual phase)."""
+    """A new detector from a timm architecture, or a saved one (continual phase), in the view it is to be served in."""
+    model = _new_or_saved_model(model_args)
+    if model_args.native_crop_size is not None:
+        model.config.scoring = resolve_scoring(model, model_args.native_crop_size, model_args.native_grid)
+    return model
+
+
+def _new_or_saved_model(model_args: ModelArguments):
     start = model_args.init_from or model_args.model_name_or_path
     if model_args.init_from or Path(start, "config.json").is_file():
         model = load_detector(start)
@@ -226,7 +240,8 @@ def load_data(data_args: DataArguments, model, training_args: DetectorTrainingAr
         train_set, sampler, summary = build_training_data(
             train_specs, make_transform, training_args.seed, rehearsal_specs, data_args.rehearsal_ratio, limits,
             data_args.source_balance, training_args.process_index, training_args.world_size)
-        scoring = eval_transform(model)
+        # the view the model is served in (config.scoring), so the best checkpoint is the best as served
+        scoring = scoring_transform(model, resolve_scoring(model))
         validation = build_eval_data(validation_specs, scoring, training_args.seed, limits)
         test = build_eval_data(test_specs, scoring, training_args.seed, limits)
     logger.info("training data: %s", json.dumps(summary, default=str))

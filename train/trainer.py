@@ -10,6 +10,8 @@ What the subclass changes, and why:
 - Loss: the Trainer's label smoothing; placeholders of unreadable images (label -100) are ignored and counted.
   With a teacher (train.distill.Teacher), (1 - alpha) x that loss + alpha x T^2 x KL to the teacher's soft targets
   (Hinton et al.), on the training batches only: evaluation reports the student alone.
+- Validation in the native view (config.scoring, modeling/views.py): each image's crops go through the model
+  together and their logits are averaged, as the app scores it, so the best checkpoint is the best as served.
 - Logs: the head's and the earliest group's LR, so the decay is visible in TensorBoard.
 - A model with an input filter (config.input_filter, e.g. "npr") gets its stem constraint re-imposed after every
   optimizer step (modeling.constrain_input_filter).
@@ -37,6 +39,7 @@ from timm.optim import param_groups_layer_decay
 from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
 from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.modeling_outputs import ImageClassifierOutput
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
@@ -285,6 +288,8 @@ class DetectorTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs.pop("source_ids", None)
+        if inputs["pixel_values"].ndim == 5:  # validation in the native view: (images, crops, C, H, W)
+            return self._native_view_loss(model, inputs, return_outputs)
         valid = int((inputs["labels"] != IGNORE_INDEX).sum())
         if model.training:
             self.skipped_images += len(inputs["labels"]) - valid
@@ -304,6 +309,16 @@ class DetectorTrainer(Trainer):
                                  self.args.distill_temperature)
         loss = (1 - self.args.distill_alpha) * hard + self.args.distill_alpha * soft
         return (loss, outputs) if return_outputs else loss
+
+    def _native_view_loss(self, model, inputs, return_outputs):
+        """Each image's verdict from the mean of its crops' logits, as the app and the harness score it
+        (train.evaluation.predict.predict_logits), and the loss of that verdict."""
+        pixels, labels = inputs["pixel_values"], inputs["labels"]
+        logits = model(pixel_values=pixels.flatten(0, 1)).logits.unflatten(0, pixels.shape[:2]).mean(1)
+        loss = torch.nn.functional.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX)
+        if not bool((labels != IGNORE_INDEX).any()):
+            loss = logits.sum() * 0.0  # a batch of unreadable images only
+        return (loss, ImageClassifierOutput(loss=loss, logits=logits)) if return_outputs else loss
 
     def lr_by_depth(self) -> dict[str, float]:
         """Current LR of the head's group and of the earliest group (largest / smallest lr_scale)."""
