@@ -46,6 +46,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 from modeling import constrain_input_filter
 from train.data import IGNORE_INDEX
 from train.distill import distillation_loss
+from train.evaluation.predict import crop_averaged_logits
 
 logger = logging.getLogger(__name__)
 # The private methods of transformers' Trainer that DetectorTrainer overrides, because 5.23.0 has no public hook for
@@ -311,11 +312,11 @@ class DetectorTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
     def _native_view_loss(self, model, inputs, return_outputs):
-        """Each image's verdict from the mean of its crops' logits, as the app and the harness score it
-        (train.evaluation.predict.predict_logits), and the loss of that verdict."""
-        pixels, labels = inputs["pixel_values"], inputs["labels"]
-        logits = model(pixel_values=pixels.flatten(0, 1)).logits.unflatten(0, pixels.shape[:2]).mean(1)
-        loss = torch.nn.functional.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX)
+        """Each image's verdict from the mean of its crops' logits, as the app and the harness score it, and the loss
+        of that verdict."""
+        labels = inputs["labels"]
+        logits = crop_averaged_logits(model, inputs["pixel_values"])
+        loss = torch.nn.functional.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX)
         if not bool((labels != IGNORE_INDEX).any()):
             loss = logits.sum() * 0.0  # a batch of unreadable images only
         return (loss, ImageClassifierOutput(loss=loss, logits=logits)) if return_outputs else loss

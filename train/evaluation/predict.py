@@ -82,6 +82,12 @@ def autocast_dtype(config, device: torch.device) -> torch.dtype | None:
     return torch.float16
 
 
+def crop_averaged_logits(model, pixels: torch.Tensor) -> torch.Tensor:
+    """(images, crops, C, H, W) -> (images, classes): each image's crop logits averaged, the native view's verdict
+    (the Trainer's native validation computes it here too)."""
+    return model(pixel_values=pixels.flatten(0, 1)).logits.float().unflatten(0, pixels.shape[:2]).mean(1)
+
+
 @torch.inference_mode()
 def predict_logits(model, files, transform, batch_size=64, num_workers=0, perturb=None,
                    desc: str = "scoring") -> np.ndarray:
@@ -93,11 +99,12 @@ def predict_logits(model, files, transform, batch_size=64, num_workers=0, pertur
     outputs = []
     with tqdm(total=len(files), desc=desc, unit="img") as progress:
         for pixels in loader:
-            crops = pixels.shape[1] if pixels.ndim == 5 else 0  # NativeCrops: average each image's crop logits
-            pixels = pixels.flatten(0, 1) if crops else pixels
+            pixels = pixels.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext():
-                logits = model(pixel_values=pixels.to(device, non_blocking=True)).logits.float().cpu()
-            outputs.append(logits.unflatten(0, (-1, crops)).mean(1) if crops else logits)
+                # NativeCrops gives (images, crops, C, H, W): average each image's crop logits
+                logits = (crop_averaged_logits(model, pixels) if pixels.ndim == 5
+                          else model(pixel_values=pixels).logits.float())
+            outputs.append(logits.cpu())
             progress.update(len(outputs[-1]))
     return torch.cat(outputs).numpy()
 
